@@ -58,22 +58,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 import minbasis as mb
-from minbasis.fit import (LinearFitConfig, MLPFitConfig, error_metrics, fit_linear, fit_mlp, fit_polynomial,
-                          get_labels, read_structures)
+from minbasis.fit import error_metrics, get_labels, read_structures
+from minbasis.fit.compare import (CompareConfig, compare_models, eval_cost, fit_one, fold_subsets, format_comparison,
+                                  holdout_split, plot_comparison)
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from accuracy import split  # noqa: E402  (the README split)
-
 DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
-KEYS = {"energy_key": "energy_high", "forces_key": "forces_high"}
+KEYS = {"energy_key": "energy_high", "forces_key": "forces_high", "stress_key": None}
 BASIS = (["H", "C", "O"], 5.0, [6, 4, 2], [0, 3, 2], 3)
 SIZES = [50, 100, 200, 400, 640]
 QUICK_SIZES = [50, 200, 640]
-VAL_POOL = 128  # fold r: perm[:128] is the validation pool, perm[128:] the fitting pool
 
 #: Candidates for --select (fold 0: fit on 512 frames, score on the 128 validation frames).
 POLY_CANDIDATES = [24, 40, 56]
@@ -86,70 +82,17 @@ MLP_CANDIDATES = [
 #: Result of the last --select run (benchmarks/results/linear_vs_nonlinear_selection.json).
 CHOSEN = {"poly_inputs": 56, "mlp": {"hidden": [64], "l2": 1e-6, "activation": "silu"}}
 MLP_ITER = {"full": 3000, "quick": 300}
+TITLE = ("Linear or nonlinear? Ethanol MP2/cc-pVDZ energies + forces; ACE r_cut 5 Å, ν = 3, "
+         "n_max = [6, 4, 2], l_max = [0, 3, 2]; bars: min–max over folds")
 
 
-def fold_subsets(n_pool: int, fold: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation part, fitting part) of the training-size-n subset of fold ``fold`` (pool indices)."""
-    perm = np.random.default_rng(1 + fold).permutation(n_pool)
-    v = int(round(0.2 * n))
-    if n - v > n_pool - VAL_POOL or v > VAL_POOL:
-        raise ValueError(f"training size {n} does not fit the pool of {n_pool}")
-    return perm[:v], perm[VAL_POOL:VAL_POOL + n - v]
-
-
-def mlp_config(settings: dict, max_iter: int, seed: int = 0) -> MLPFitConfig:
-    """The MLP configuration of a setting (L-BFGS, validation every 10 iterations, stop after 50
-    checks = 500 iterations without improvement; 10 checks stopped fold 1 at n = 640 on a
-    temporary plateau of its validation loss, after which it fell by half)."""
-    return MLPFitConfig(hidden=tuple(settings["hidden"]), l2=settings["l2"], activation=settings.get("activation", "tanh"),
-                        max_iter=max_iter, validate_every=10, patience=50, seed=seed)
-
-
-def evaluate(model, frames, labels, repeats: int) -> tuple[dict, float]:
-    """Test metrics and best-of-``repeats`` prediction time (µs/atom) after one warm-up call."""
-    model.predict(frames[:2])
-    best = np.inf
-    pred = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        pred = model.predict(frames)
-        best = min(best, time.perf_counter() - t0)
-    return error_metrics(frames, labels, pred), 1e6 * best / sum(len(a) for a in frames)
-
-
-def summarise(m: dict) -> dict:
-    """The numbers kept per evaluation: energy MAE (meV/atom) and RMSE, force MAE and RMSE (eV/Å)."""
-    return {"energy_mae_meV_per_atom": 1e3 * m["energy_mae_per_atom"],
-            "energy_rmse_meV_per_atom": 1e3 * m["energy_rmse_per_atom"],
-            "forces_mae": m["forces_mae"], "forces_rmse": m["forces_rmse"]}
-
-
-def fit_one(kind: str, bases: dict, train, fit_part, val_part, settings: dict, max_iter: int, seed: int = 0):
-    """Fit one model; returns (model, seconds, extra info)."""
-    t0 = time.perf_counter()
-    extra: dict = {}
-    if kind == "linear_full":
-        model = fit_linear(bases["full"], train, config=LinearFitConfig(), **KEYS)
-        extra.update(features=bases["full"].n_features, parameters=int(model.weights.size),
-                     effective_alpha=model.info.get("effective_alpha"))
-    elif kind == "linear_minimal":
-        model = fit_linear(bases["minimal"], train, config=LinearFitConfig(), **KEYS)
-        extra.update(features=bases["minimal"].n_features, parameters=int(model.weights.size),
-                     effective_alpha=model.info.get("effective_alpha"))
-    elif kind == "poly":
-        model = fit_polynomial(bases["minimal"], train, degree=2, n_product_inputs=settings["poly_inputs"],
-                               config=LinearFitConfig(), **KEYS)
-        extra.update(features=model.n_features, inputs=bases["minimal"].n_features, parameters=int(model.weights.size),
-                     poly_inputs=settings["poly_inputs"], effective_alpha=model.info.get("effective_alpha"))
-    else:
-        cfg = mlp_config(settings["mlp"], max_iter, seed)
-        model = fit_mlp(bases["minimal"], fit_part, validation=val_part, config=cfg, **KEYS)
-        i = model.info
-        extra.update(features=bases["minimal"].n_features, parameters=model.n_parameters, hidden=list(model.hidden),
-                     l2=cfg.l2, best_iteration=i["best_iteration"], n_iter=i["n_iter"],
-                     stopped_early=i["stopped_early"], n_fit=len(fit_part), n_validation=len(val_part),
-                     history=i["history"])
-    return model, time.perf_counter() - t0, extra
+def config_of(poly_inputs: int, mlp: dict, max_iter: int, **kw) -> CompareConfig:
+    """The comparison settings of a (poly K, MLP setting) choice. MLP: L-BFGS, validation every 10
+    iterations, stop after 50 checks = 500 iterations without improvement (10 checks stopped fold 1
+    at n = 640 on a temporary plateau of its validation loss, after which it fell by half)."""
+    return CompareConfig(poly_inputs=poly_inputs, mlp_hidden=tuple(mlp["hidden"]), mlp_l2=mlp["l2"],
+                         mlp_activation=mlp.get("activation", "tanh"), mlp_max_iter=max_iter, mlp_patience=50,
+                         keys=dict(KEYS), **kw)
 
 
 def select(pool, bases, max_iter: int) -> dict:
@@ -160,17 +103,22 @@ def select(pool, bases, max_iter: int) -> dict:
     fit = [pool[i] for i in fit_i]
     val = [pool[i] for i in val_i]
     labels = get_labels(val, **KEYS)
+
+    def score(model, frames, lab):
+        m = error_metrics(frames, lab, model.predict(frames))
+        return {"energy_mae_meV_per_atom": 1e3 * m["energy_mae_per_atom"], "forces_mae": m["forces_mae"]}
+
     rows = []
     for K in POLY_CANDIDATES:
-        model, sec, extra = fit_one("poly", bases, fit, None, None, {"poly_inputs": K}, max_iter)
-        m = summarise(error_metrics(val, labels, model.predict(val)))
+        model, sec, extra = fit_one("poly", bases, fit, None, None, config_of(K, CHOSEN["mlp"], max_iter))
+        m = score(model, val, labels)
         rows.append({"model": "poly", "poly_inputs": K, "seconds": sec, "validation": m, "features": extra["features"]})
         print(f"  [select] poly K={K}: {extra['features']} features, val F MAE {m['forces_mae']:.4f} eV/Å, "
               f"E MAE {m['energy_mae_meV_per_atom']:.3f} meV/atom ({sec:.0f} s)", flush=True)
     for cand in MLP_CANDIDATES:
-        model, sec, extra = fit_one("mlp", bases, None, fit, val, {"mlp": cand}, max_iter)
-        m = summarise(error_metrics(val, labels, model.predict(val)))
-        tr = summarise(error_metrics(fit, get_labels(fit, **KEYS), model.predict(fit)))
+        model, sec, extra = fit_one("mlp", bases, None, fit, val, config_of(CHOSEN["poly_inputs"], cand, max_iter))
+        m = score(model, val, labels)
+        tr = score(model, fit, get_labels(fit, **KEYS))
         rows.append({"model": "mlp", **cand, "seconds": sec, "validation": m, "train": tr,
                      "best_iteration": extra["best_iteration"], "n_iter": extra["n_iter"],
                      "parameters": extra["parameters"], "history": extra["history"]})
@@ -183,100 +131,6 @@ def select(pool, bases, max_iter: int) -> dict:
               "mlp": {k: best_mlp[k] for k in ("hidden", "l2", "activation")}}
     return {"rows": rows, "chosen": chosen, "max_iter": max_iter,
             "split": "fold 0: fit perm[128:640], score perm[:128] of default_rng(1).permutation(640) of the pool"}
-
-
-def eval_cost(runs: list[dict]) -> dict:
-    """Per model: median, min and max prediction time (µs/atom) over all its fits (the cost does
-    not depend on the training size, so the median is the robust number on a shared machine)."""
-    out = {}
-    for kind in sorted({r["model"] for r in runs}):
-        t = [r["predict_us_per_atom"] for r in runs if r["model"] == kind]
-        out[kind] = {"median_us_per_atom": float(np.median(t)), "min_us_per_atom": float(np.min(t)),
-                     "max_us_per_atom": float(np.max(t)), "n": len(t)}
-    return out
-
-
-def plot(results: dict, path: Path) -> None:
-    """Learning curves (force and energy MAE vs training size, min–max over folds as bars) and
-    accuracy vs evaluation cost at the largest size (median time over all fits of a model)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    style = {"linear_full": ("#1f77b4", "o", "linear, full ACE"),
-             "linear_minimal": ("#7f7f7f", "v", "linear, minimal"),
-             "poly": ("#2ca02c", "s", "linear, degree-2 poly(minimal)"),
-             "mlp": ("#d62728", "D", "MLP (SiLU), minimal")}
-    runs = results["runs"]
-    sizes = sorted({r["n_train"] for r in runs})
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.0), constrained_layout=True,
-                             gridspec_kw={"width_ratios": [1, 1, 1.05]})
-    for kind, (color, marker, label) in style.items():
-        rows = [r for r in runs if r["model"] == kind]
-        if not rows:
-            continue
-        feats = rows[0]["features"]
-        lab = f"{label}: {feats} {'inputs' if kind == 'mlp' else 'features'}/species"
-        for ax, key in ((axes[0], "forces_mae"), (axes[1], "energy_mae_meV_per_atom")):
-            xs, ys, lo, hi = [], [], [], []
-            for n in sizes:
-                vals = [r["test"][key] for r in rows if r["n_train"] == n]
-                if vals:
-                    xs.append(n)
-                    ys.append(np.mean(vals))
-                    lo.append(np.mean(vals) - np.min(vals))
-                    hi.append(np.max(vals) - np.mean(vals))
-            ax.errorbar(xs, ys, yerr=[lo, hi], color=color, marker=marker, ms=6, lw=1.8, capsize=3, label=lab)
-        full = [r for r in rows if r["n_train"] == max(sizes)]
-        if full:
-            r = full[0]
-            us = float(np.median([q["predict_us_per_atom"] for q in rows]))
-            f_mae = float(np.mean([q["test"]["forces_mae"] for q in full]))
-            e_mae = float(np.mean([q["test"]["energy_mae_meV_per_atom"] for q in full]))
-            axes[2].scatter(us, f_mae, color=color, marker=marker, s=110, zorder=3)
-            folds = f" (mean of {len(full)} folds)" if len(full) > 1 else ""
-            axes[2].annotate(f"{label}\n{r['features']} {'inputs' if kind == 'mlp' else 'features'}/species, "
-                             f"{r['parameters']} parameters\nF {f_mae:.4f} eV/Å, E {e_mae:.2f} meV/atom{folds}",
-                             (us, f_mae), textcoords="offset points",
-                             xytext={"mlp": (-12, -36), "poly": (10, -8), "linear_full": (10, 16)}.get(kind, (10, 0)),
-                             va="center", fontsize=8, color=color,
-                             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
-    for ax, ylabel, title in ((axes[0], "force MAE (eV/Å)", "Forces (160 held-out frames)"),
-                              (axes[1], "energy MAE (meV/atom)", "Energies (160 held-out frames)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(sizes)
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training structures")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0].legend(fontsize=8.5, loc="upper right", framealpha=0.9)
-    ax = axes[2]
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("evaluation time, energy + forces (µs/atom, one core, median over fits)")
-    ax.set_ylabel("force MAE (eV/Å)")
-    ax.set_title(f"Accuracy vs cost, {max(sizes)} training structures")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.set_xlim(ax.get_xlim()[0] / 1.25, ax.get_xlim()[1] * 3.5)
-    ax.set_ylim(ax.get_ylim()[0] / 1.3, ax.get_ylim()[1] * 1.15)
-    fig.suptitle("Linear or nonlinear? Ethanol MP2/cc-pVDZ energies + forces; ACE r_cut 5 Å, ν = 3, "
-                 "n_max = [6, 4, 2], l_max = [0, 3, 2]; bars: min–max over folds", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -300,7 +154,7 @@ def main() -> None:
         results = json.loads(Path(args.out).read_text())
         results["eval_cost"] = eval_cost(results["runs"])
         Path(args.out).write_text(json.dumps(results, indent=1))
-        plot(results, Path(args.out).with_suffix(".png"))
+        plot_comparison(results, Path(args.out).with_suffix(".png"), TITLE)
         return
     t_start = time.perf_counter()
     import numba
@@ -312,16 +166,14 @@ def main() -> None:
     if not path.exists():
         sys.exit(f"{path} not found: set MINBASIS_SHARED_DATA to the shared data folder")
     frames = read_structures(path)
-    test_idx, train_idx = split(len(frames), 0, 0.2)
+    test_idx, train_idx = holdout_split(len(frames), 0, 0.2)  # the split of benchmarks/accuracy.py
     pool = [frames[i] for i in train_idx]
     test = [frames[i] for i in test_idx]
-    test_labels = get_labels(test, **KEYS)
     full = mb.Basis.ace(*BASIS)
     bases = {"full": full, "minimal": full.minimal()}
     max_iter = args.max_iter or MLP_ITER["quick" if args.quick else "full"]
     print(f"bases: full {full.n_features}, minimal {bases['minimal'].n_features} features per species; "
           f"pool {len(pool)}, test {len(test)}", flush=True)
-    settings = dict(CHOSEN)
     if args.select:
         sel = select(pool, bases, max_iter)
         sel["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M"), "seconds": time.perf_counter() - t_start,
@@ -332,63 +184,15 @@ def main() -> None:
         print(f"  [select] chosen {sel['chosen']}; wrote {sel_path}. Copy it into CHOSEN and rerun without --select.")
         return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else SIZES)
-    if args.quick:
-        args.folds = 1
-    fold_sizes = {int(v) for v in args.fold_sizes.split(",") if v.strip()}
-    kinds = args.models.split(",")
-    runs = []
-    for n in sizes:
-        for fold in range(args.folds if n in fold_sizes else 1):
-            val_i, fit_i = fold_subsets(len(pool), fold, n)
-            val_part = [pool[i] for i in val_i]
-            fit_part = [pool[i] for i in fit_i]
-            train = val_part + fit_part
-            for kind in kinds:
-                if fold > 0 and kind != "mlp" and n == len(pool):
-                    continue  # the same 640 frames in every fold: a linear fit is deterministic
-                model, sec, extra = fit_one(kind, bases, train, fit_part, val_part, settings, max_iter, seed=fold)
-                m, us = evaluate(model, test, test_labels, args.repeats)
-                row = {"model": kind, "n_train": n, "fold": fold, "fit_seconds": sec, "predict_us_per_atom": us,
-                       "test": summarise(m), **extra}
-                if kind == "mlp":
-                    for name, part in (("train", fit_part), ("validation", val_part)):
-                        row[name] = summarise(error_metrics(part, get_labels(part, **KEYS), model.predict(part)))
-                runs.append(row)
-                print(f"n={n:4d} fold {fold} {kind:15s} F MAE {row['test']['forces_mae']:.4f} eV/Å  E MAE "
-                      f"{row['test']['energy_mae_meV_per_atom']:7.3f} meV/atom  fit {sec:6.1f} s  "
-                      f"{us:7.1f} µs/atom" + (f"  (train F {row['train']['forces_mae']:.4f}, val F "
-                                               f"{row['validation']['forces_mae']:.4f}, best it "
-                                               f"{row['best_iteration']}/{row['n_iter']})" if kind == "mlp" else ""),
-                      flush=True)
-    results = {"n_test": len(test), "n_pool": len(pool), "basis": {"args": BASIS, "full": full.n_features,
-                                                                      "minimal": bases["minimal"].n_features},
-               "settings": settings, "mlp_max_iter": max_iter, "runs": runs}
-    # table: mean over folds per (model, size)
-    print(f"\n{'model':16s} {'n':>4s} {'feat/species':>12s} {'params':>7s} {'E MAE meV/at':>13s} {'F MAE eV/Å':>11s} "
-          f"{'fit s':>7s} {'µs/atom':>8s}")
-    table = []
-    for kind in kinds:
-        for n in sizes:
-            rows = [r for r in runs if r["model"] == kind and r["n_train"] == n]
-            if not rows:
-                continue
-            fm = [r["test"]["forces_mae"] for r in rows]
-            em = [r["test"]["energy_mae_meV_per_atom"] for r in rows]
-            entry = {"model": kind, "n_train": n, "folds": len(rows), "features": rows[0]["features"],
-                     "parameters": rows[0]["parameters"], "energy_mae_meV_per_atom": float(np.mean(em)),
-                     "forces_mae": float(np.mean(fm)), "forces_mae_spread": float(np.ptp(fm)),
-                     "fit_seconds": float(np.mean([r["fit_seconds"] for r in rows])),
-                     "predict_us_per_atom": float(np.mean([r["predict_us_per_atom"] for r in rows]))}
-            table.append(entry)
-            spread = f"±{entry['forces_mae_spread'] / 2:.4f}" if len(rows) > 1 else ""
-            print(f"{kind:16s} {n:4d} {entry['features']:12d} {entry['parameters']:7d} "
-                  f"{entry['energy_mae_meV_per_atom']:13.3f} {entry['forces_mae']:11.4f}{spread:8s} "
-                  f"{entry['fit_seconds']:7.1f} {entry['predict_us_per_atom']:8.1f}")
-    results["table"] = table
-    results["eval_cost"] = eval_cost(runs)
-    print("evaluation µs/atom (median over fits): " +
-          ", ".join(f"{k} {v['median_us_per_atom']:.1f}" for k, v in results["eval_cost"].items()))
-    nmax = max(sizes)
+    cfg = config_of(CHOSEN["poly_inputs"], CHOSEN["mlp"], max_iter, models=tuple(args.models.split(",")),
+                    sizes=tuple(sizes), folds=1 if args.quick else args.folds,
+                    fold_sizes=tuple(int(v) for v in args.fold_sizes.split(",") if v.strip()), repeats=args.repeats)
+    results = compare_models(full, pool, test, cfg, minimal=bases["minimal"], log=lambda line: print(line, flush=True))
+    results["basis"]["args"] = BASIS
+    results["settings"] = dict(CHOSEN)
+    results["mlp_max_iter"] = max_iter
+    print("\n" + format_comparison(results))
+    table, nmax = results["table"], max(sizes)
     acc = {k: next((t for t in table if t["model"] == k and t["n_train"] == nmax), None) for k in ("linear_full", "mlp")}
     if acc["linear_full"] and acc["mlp"]:
         a, b = acc["linear_full"], acc["mlp"]
@@ -406,8 +210,7 @@ def main() -> None:
                        "threads": args.threads, "command": " ".join(["python"] + sys.argv)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
-    png = Path(args.out).with_suffix(".png")
-    plot(results, png)
+    png = plot_comparison(results, Path(args.out).with_suffix(".png"), TITLE)
     print(f"wrote {args.out} and {png} ({results['meta']['seconds']:.0f} s)")
 
 

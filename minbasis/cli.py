@@ -176,6 +176,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="mlp: seed of the initial weights and the validation split")
     p.add_argument("-o", "--output", required=True, help="output model .npz")
 
+    p = sub.add_parser("compare", help="linear or nonlinear? learning curves of linear, polynomial and MLP fits",
+                       description="Fit, on the same folds and training sizes, a linear model on the full basis, "
+                                   "a linear model on its minimal subset, a linear model on polynomial features of "
+                                   "the minimal basis and a per-species MLP on the minimal basis; score each on the "
+                                   "same held-out structures (energy and force MAE, features per species, "
+                                   "parameters, fit time, evaluation µs/atom). Prints a table and writes JSON + PNG "
+                                   "(learning curves, accuracy vs cost). Nothing is chosen on the held-out "
+                                   "structures: the MLP early-stops on a validation part of each training subset.",
+                       epilog="example: minbasis compare train.extxyz --basis basis.json --test-fraction 0.2 "
+                              "--energy-key energy_high --forces-key forces_high --sizes 50,100,200,640 -o cmp.json")
+    p.add_argument("data", help="labelled structures: the training pool (and the held-out part unless --test is given)")
+    p.add_argument("--basis", required=True, help="the FULL basis JSON; its minimal subset is computed")
+    p.add_argument("--test", default=None, help="held-out structures (default: a seeded --test-fraction of DATA)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out fraction of DATA when --test is not given (default 0.2)")
+    _add_label_keys(p)
+    p.add_argument("--models", default="linear_full,linear_minimal,poly,mlp",
+                   help="comma-separated subset of linear_full, linear_minimal, poly, mlp (default: all)")
+    p.add_argument("--sizes", type=_int_list, default=None,
+                   help="training sizes, comma-separated (default: pool/8, pool/4, pool/2, pool)")
+    p.add_argument("--folds", type=int, default=3, help="folds per training size (default 3)")
+    p.add_argument("--degree", type=int, default=2, help="poly: largest monomial degree (default 2)")
+    p.add_argument("--poly-inputs", type=int, default=None,
+                   help="poly: products among the first K minimal features only (default: all)")
+    p.add_argument("--hidden", type=_int_list, default=64, help="mlp: hidden widths (default 64)")
+    p.add_argument("--activation", choices=["tanh", "silu"], default="silu", help="mlp: activation (default silu)")
+    p.add_argument("--l2", type=float, default=1e-6, help="mlp: weight decay (default 1e-6)")
+    p.add_argument("--max-iter", type=int, default=3000, help="mlp: L-BFGS iterations (default 3000)")
+    p.add_argument("--patience", type=int, default=50,
+                   help="mlp: validation checks (every 10 iterations) without improvement before stopping")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the folds")
+    p.add_argument("--threads", type=int, default=None,
+                   help="Numba and BLAS threads (default: all; 1 gives per-core timings)")
+    p.add_argument("-o", "--output", required=True, help="output JSON; the plot is written next to it (.png)")
+
     p = sub.add_parser("evaluate", help="errors of a fitted model on labelled structures",
                        description="Print energy, force and stress MAE/RMSE overall and per config_type; with "
                                    "--json print one JSON object (n_structures, energy_mae, energy_rmse [eV per "
@@ -392,6 +427,54 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .basis import Basis
+    from .fit import read_structures
+    from .fit.compare import CompareConfig, compare_models, format_comparison, holdout_split, plot_comparison
+    from .spec import atomic_write_text
+
+    t0 = time.perf_counter()
+    if args.threads is not None:
+        import numba
+        from threadpoolctl import threadpool_limits
+
+        if args.threads < 1:
+            raise MinbasisError(f"--threads must be >= 1, got {args.threads}")
+        threadpool_limits(limits=args.threads)
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    basis = Basis.load(args.basis)
+    frames = read_structures(args.data)
+    if args.test is not None:
+        pool, test = frames, read_structures(args.test)
+    else:
+        if not 0.0 < args.test_fraction < 1.0:
+            raise MinbasisError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+        test_idx, pool_idx = holdout_split(len(frames), args.seed, args.test_fraction)
+        pool, test = [frames[i] for i in pool_idx], [frames[i] for i in test_idx]
+    e_key, f_key, s_key = _keys(args)
+    sizes = args.sizes if isinstance(args.sizes, list) or args.sizes is None else [args.sizes]
+    hidden = args.hidden if isinstance(args.hidden, list) else [args.hidden]
+    cfg = CompareConfig(models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+                        sizes=tuple(sizes) if sizes else None, folds=args.folds, seed=args.seed,
+                        poly_degree=args.degree, poly_inputs=args.poly_inputs, mlp_hidden=tuple(hidden),
+                        mlp_activation=args.activation, mlp_l2=args.l2, mlp_max_iter=args.max_iter,
+                        mlp_patience=args.patience,
+                        keys={"energy_key": e_key, "forces_key": f_key, "stress_key": _resolve_stress(pool, s_key)})
+    print(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
+          flush=True)
+    results = compare_models(basis, pool, test, cfg, log=lambda line: print(line, flush=True))
+    results["meta"] = {"data": str(args.data), "test": args.test, "basis": str(args.basis),
+                       "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d %H:%M")}
+    print("\n" + format_comparison(results))
+    out = Path(args.output)
+    atomic_write_text(out, json.dumps(results, indent=1))
+    png = plot_comparison(results, out.with_suffix(".png"),
+                          f"Linear or nonlinear? {Path(args.data).name}, {len(pool)}-structure pool, {len(test)} held "
+                          f"out; bars: min–max over folds")
+    print(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -412,7 +495,8 @@ def _cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"basis": _cmd_basis, "describe": _cmd_describe, "fit": _cmd_fit, "evaluate": _cmd_evaluate,
+COMMANDS = {"basis": _cmd_basis, "describe": _cmd_describe, "fit": _cmd_fit, "compare": _cmd_compare,
+            "evaluate": _cmd_evaluate,
             "demo": _cmd_demo, "report": _cmd_report}
 
 

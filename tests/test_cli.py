@@ -105,6 +105,6 @@ def test_missing_label_key_is_one_line(capsys, workdir):
 
 def test_console_script_help():
     """The installed entry point works and every subcommand documents itself."""
-    for sub in ([], ["basis"], ["describe"], ["fit"], ["evaluate"], ["demo"]):
+    for sub in ([], ["basis"], ["describe"], ["fit"], ["compare"], ["evaluate"], ["demo"], ["report"]):
         res = subprocess.run([sys.executable, "-m", "minbasis.cli", *sub, "--help"], capture_output=True, text=True)
         assert res.returncode == 0 and "usage: minbasis" in res.stdout
