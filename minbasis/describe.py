@@ -9,6 +9,7 @@ import numpy as np
 from ase import Atoms
 
 from .basis import Basis
+from .errors import MinbasisError
 from .kernels import as_atoms_list, build_batch, features
 from .kernels.evaluate import sample_gradients
 
@@ -79,7 +80,8 @@ def iter_batches(atoms_list: list[Atoms], basis: Basis, budget_bytes: float, byt
 
 
 def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients: bool = False,
-             strain_gradients: bool = False, progress: bool = False) -> np.ndarray | Descriptors:
+             strain_gradients: bool = False, progress: bool = False, device: str = "cpu",
+             dtype: str = "float64") -> np.ndarray | Descriptors:
     """Evaluate the basis for every atom of one or several structures.
 
     Parameters
@@ -91,11 +93,18 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
         Also return position gradients (and strain gradients if ``strain_gradients``).
     progress : bool
         Show a tqdm progress bar over batches.
+    device : "cpu" or "gpu"
+        "cpu": the Numba kernels. "gpu": CuPy on the current CUDA device
+        (:mod:`minbasis.kernels.gpu`; neighbour lists are still built on the host), float64,
+        and every returned array (the ``Descriptors`` fields included) is a ``cupy.ndarray``.
+    dtype : "float64" or "float32"
+        Precision of the GPU evaluation (every stage, sums included); the CPU kernels are
+        float64 only.
 
     Returns
     -------
-    numpy.ndarray, float64, shape (total atoms, n_features), rows in input order;
-    or :class:`Descriptors` when ``gradients`` is True.
+    numpy.ndarray (cupy.ndarray with device="gpu"), float64, shape (total atoms, n_features),
+    rows in input order; or :class:`Descriptors` when ``gradients`` is True.
 
     Raises
     ------
@@ -103,9 +112,22 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
         Empty input or structure, NaN/inf positions, degenerate cell, overlapping atoms.
     SpeciesError
         A species that is not in ``basis.species``.
+    MinbasisError
+        An unknown ``device`` or ``dtype``, float32 on the CPU, or device="gpu" when CuPy is not
+        installed or no CUDA device is usable.
     """
     if not isinstance(basis, Basis):
         raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+    if dtype not in ("float64", "float32", np.float64, np.float32):
+        raise MinbasisError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if device != "cpu":
+        from .kernels.gpu import array_module, describe_xp
+
+        xp = array_module(device)  # raises MinbasisError before any work
+        return describe_xp(as_atoms_list(atoms_or_list), basis, xp, np.dtype(dtype), gradients=gradients,
+                           strain_gradients=strain_gradients, progress=progress)
+    if np.dtype(dtype) != np.float64:
+        raise MinbasisError("the CPU kernels evaluate in float64 only; float32 is a GPU option (device='gpu')")
     atoms_list = as_atoms_list(atoms_or_list)
     plan = basis.plan
     F = plan.n_features

@@ -34,7 +34,7 @@ from minbasis.invariants import (
 from minbasis.completeness import neighbour_rank
 from minbasis.completeness import rank_bound as max_neighbour_rank
 from minbasis.invariants.cartesian import cartesian_to_spherical_exact
-from minbasis.kernels.primitives import radial_basis
+from minbasis.kernels.primitives import radial_values
 
 # design.md 3.3: number of HIP-HOP-NN invariants for one radial channel
 HIPHOP_COUNTS = {(1, 0): 1, (1, 1): 1, (1, 2): 1, (1, 3): 1,
@@ -115,7 +115,6 @@ def explicit_features(atoms: Atoms, basis: mb.Basis) -> np.ndarray:
     tensor = stf_explicit if spec.hyper["symmetric"] == "stf" else plain_explicit
     ch = [spec.species.index(s) for s in atoms.get_chemical_symbols()]
     X = np.zeros((len(atoms), spec.n_features))
-    R, dR = np.empty(n_r), np.empty(n_r)
     for i in range(len(atoms)):
         M = {}
         for j in range(len(atoms)):
@@ -123,7 +122,7 @@ def explicit_features(atoms: Atoms, basis: mb.Basis) -> np.ndarray:
             r = np.linalg.norm(v)
             if j == i or r >= rc:
                 continue
-            radial_basis(float(r), float(rc), float(scale), n_r, R, dR)
+            R = radial_values(np.array([r]), rc, scale, n_r)[0][0]
             for n in range(n_r):
                 for l in range(l_max + 1):
                     key = (ch[j], n, l)

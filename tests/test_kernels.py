@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 import minbasis as mb
 from minbasis.fit import LinearModel
-from minbasis.kernels.primitives import radial_basis, sph_normalisation, spherical_harmonics
+from minbasis.kernels.primitives import harmonics_values, radial_values
 
 # structure fixture, basis fixture; the three cases of the acceptance criteria: a molecule,
 # a triclinic periodic cell (single species) and a triclinic multi-species periodic cell
@@ -40,13 +40,9 @@ def assert_features_equal(X, Xref, rtol=1e-10, what=""):
 # 1. primitives
 # ---------------------------------------------------------------------------------------------
 def _sph(vec, l_max):
-    F = sph_normalisation(l_max)
-    Q = np.empty((l_max + 1, l_max + 1))
-    dQ = np.empty((l_max + 1, l_max + 1, 3))
-    Y = np.empty((l_max + 1) ** 2)
-    dY = np.empty(((l_max + 1) ** 2, 3))
-    spherical_harmonics(float(vec[0]), float(vec[1]), float(vec[2]), l_max, F, Q, dQ, Y, dY)
-    return Y, dY
+    """Y (nlm,) and dY (nlm, 3) of one vector."""
+    Y, dY = harmonics_values(np.asarray(vec, dtype=float)[None, :], l_max)
+    return Y[0], dY[0].T.copy()
 
 
 def _directions():
@@ -83,6 +79,25 @@ def test_spherical_harmonics_orthonormal():
     np.testing.assert_allclose(G, np.eye((l_max + 1) ** 2), atol=1e-12)
 
 
+def test_batched_primitives_equal_one_by_one():
+    """A batch of pairs gives, pair by pair, what each pair gives alone (no cross-talk between
+    the vectorised lanes), with and without gradients."""
+    vecs = _directions()
+    Y, dY = harmonics_values(vecs, 6)
+    Y0, dY0 = harmonics_values(vecs, 6, gradients=False)
+    np.testing.assert_array_equal(Y0, Y)
+    assert not dY0.any()
+    for k, v in enumerate(vecs):
+        y, dy = _sph(v, 6)
+        np.testing.assert_allclose(Y[k], y, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(dY[k].T, dy, rtol=0, atol=1e-14)
+    r = np.linalg.norm(vecs, axis=1)
+    R, dR = radial_values(r, 4.0, 5.0, 6)
+    for k in range(len(r)):
+        np.testing.assert_allclose(R[k], _radial(r[k], 4.0, 5.0, 6)[0], rtol=0, atol=1e-15)
+        np.testing.assert_allclose(dR[k], _radial(r[k], 4.0, 5.0, 6)[1], rtol=0, atol=1e-14)
+
+
 def test_spherical_harmonics_gradient_finite_differences():
     l_max = 6
     h = 1e-6
@@ -101,10 +116,8 @@ def test_spherical_harmonics_gradient_finite_differences():
 
 
 def _radial(r, r_cut, scale, n_max):
-    R = np.empty(n_max)
-    dR = np.empty(n_max)
-    radial_basis(float(r), float(r_cut), float(scale), n_max, R, dR)
-    return R, dR
+    R, dR = radial_values(np.array([r]), r_cut, scale, n_max)
+    return R[0], dR[0]
 
 
 @pytest.mark.parametrize("scale", [5.0, 2.0, 0.0])

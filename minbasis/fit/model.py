@@ -95,20 +95,35 @@ class LinearModel:
         if not (np.isfinite(self.weights).all() and np.isfinite(self.e0).all()):
             raise MinbasisError("weights and e0 must be finite")
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], progress: bool = False) -> Prediction:
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], progress: bool = False,
+                device: str = "cpu") -> Prediction:
         """Energies, forces and stress (back-propagated through the moments; no Jacobian).
+
+        ``device="gpu"`` evaluates with CuPy on the current CUDA device, in float64
+        (:func:`minbasis.kernels.gpu.xp_linear_energy_forces`); the :class:`Prediction` holds
+        NumPy arrays either way.
 
         Raises
         ------
         StructureError / SpeciesError
             For invalid structures or species outside the basis.
+        MinbasisError
+            An unknown ``device``, or device="gpu" without CuPy or a usable CUDA device.
         """
+        xp = None
+        if device != "cpu":
+            from ..kernels.gpu import array_module, to_numpy, xp_linear_energy_forces
+
+            xp = array_module(device)
         atoms_list = as_atoms_list(atoms_or_list)
         plan = self.basis.plan
         acc = PredictionAccumulator()
         for _, chunk, batch in iter_batches(atoms_list, self.basis, 256 * 1024**2, 64.0,
                                             "predict" if progress else None):
-            E, Fo, W = linear_energy_forces(plan, batch, self.weights, self.e0)
+            if xp is None:
+                E, Fo, W = linear_energy_forces(plan, batch, self.weights, self.e0)
+            else:
+                E, Fo, W = (to_numpy(a) for a in xp_linear_energy_forces(plan, batch, self.weights, self.e0, xp))
             acc.add(chunk, batch, E, Fo, W)
         return acc.result()
 

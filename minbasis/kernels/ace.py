@@ -29,27 +29,66 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .primitives import radial_basis, spherical_harmonics
+from .primitives import FASTMATH, pair_geometry, pair_harmonics, pair_radial
 
-__all__ = ["ace_features", "ace_linear", "scatter_pair_gradients", "scatter_design"]
+__all__ = ["ace_features", "ace_linear", "scatter_pair_gradients", "scatter_design", "n_chunks_for"]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _pair_moments(p0, p1, pair_vec, pair_ch, r_cut, scale, n_r, l_max, F, A, Rs, dRs, Ys, dYs, Q, dQ):  # pragma: no cover
+def n_chunks_for(n_atoms: int) -> int:
+    """Atom chunks of a kernel call: 8 per Numba thread (load balance), at most one per atom."""
+    import numba
+
+    return max(1, min(int(n_atoms), 8 * numba.get_num_threads()))
+
+
+@njit(cache=True, nogil=True)
+def _max_pairs(centre_ptr):  # pragma: no cover
+    m = 0
+    for i in range(centre_ptr.shape[0] - 1):
+        m = max(m, centre_ptr[i + 1] - centre_ptr[i])
+    return m
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY, A,
+                    want_grad):  # pragma: no cover
+    """Pair primitives of the npi pairs p0.. of one centre (U, R, dR, Y and, if ``want_grad``, dY;
+    layouts of :mod:`minbasis.kernels.primitives`) and its moments A (zeroed here) =
+    Σ_pairs R_n Y_lm, summed over each run of pairs with the same neighbour channel (pairs
+    are sorted by channel within a centre by :func:`~minbasis.kernels.neighbours.build_batch`;
+    unsorted pairs give the same result in shorter runs)."""
     nlm = (l_max + 1) * (l_max + 1)
     nblock = n_r * nlm
-    for q in range(p1 - p0):
-        p = p0 + q
-        dx, dy, dz = pair_vec[p, 0], pair_vec[p, 1], pair_vec[p, 2]
-        r = math.sqrt(dx * dx + dy * dy + dz * dz)
-        radial_basis(r, r_cut, scale, n_r, Rs[q], dRs[q])
-        spherical_harmonics(dx, dy, dz, l_max, F, Q, dQ, Ys[q], dYs[q])
-        base = pair_ch[p] * nblock
+    pair_geometry(pair_vec, p0, npi, U)
+    pair_radial(U, npi, r_cut, scale, n_r, R, dR, W)
+    pair_harmonics(U, npi, l_max, F, C, Q, dQ, CS, Y, dY, want_grad)
+    for v in range(A.shape[0]):
+        A[v] = 0.0
+    q = 0
+    while q < npi:
+        ch = pair_ch[p0 + q]
+        qe = q + 1
+        while qe < npi and pair_ch[p0 + qe] == ch:
+            qe += 1
+        base = ch * nblock
+        ka, kb = np.uint64(q), np.uint64(qe)  # unsigned: no negative-index wrap-around, so the loops vectorise
         for n in range(n_r):
-            rn = Rs[q, n]
-            off = base + n * nlm
             for lm in range(nlm):
-                A[off + lm] += rn * Ys[q, lm]
+                acc = 0.0
+                for k in range(ka, kb):
+                    acc += R[n, k] * Y[lm, k]
+                A[base + n * nlm + lm] += acc
+        q = qe
+
+
+@njit(cache=True, nogil=True)
+def _workspace(mp, n_r, l_max):  # pragma: no cover
+    """Per-chunk work arrays of :func:`_centre_moments` for at most mp pairs per centre."""
+    nlm = (l_max + 1) * (l_max + 1)
+    m = max(mp, 1)
+    return (np.empty((5, m)), np.empty((n_r, m)), np.empty((n_r, m)), np.empty((4, m)),
+            np.empty((l_max + 1, l_max + 1, m)), np.empty((l_max + 1, l_max + 1, m)), np.empty((2, l_max + 1, m)),
+            np.empty((nlm, m)), np.empty((3, nlm, m)))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -67,58 +106,141 @@ def _term_partials(t, o, t_idx, A, part):  # pragma: no cover
     return pre
 
 
+@njit(cache=True, nogil=True)
+def _contract_values(T, t_order, t_idx, t_coef, t_feat, A, X, i):  # pragma: no cover
+    """X[i, t_feat[t]] += t_coef[t] Π_k A[t_idx[t, k]] for all terms (unrolled for 1–4 factors).
+
+    The terms of a feature are contiguous in the plan, so each feature is summed in registers
+    (two alternating accumulators, which halves the add-latency chain) and stored once."""
+    if T == 0:
+        return
+    f = t_feat[0]
+    acc0 = 0.0
+    acc1 = 0.0
+    for t in range(T):
+        o = t_order[t]
+        if o == 3:
+            val = A[t_idx[t, 0]] * A[t_idx[t, 1]] * A[t_idx[t, 2]]
+        elif o == 2:
+            val = A[t_idx[t, 0]] * A[t_idx[t, 1]]
+        elif o == 4:
+            val = (A[t_idx[t, 0]] * A[t_idx[t, 1]]) * (A[t_idx[t, 2]] * A[t_idx[t, 3]])
+        elif o == 1:
+            val = A[t_idx[t, 0]]
+        else:
+            val = 1.0
+            for k in range(o):
+                val *= A[t_idx[t, k]]
+        ft = t_feat[t]
+        if ft != f:
+            X[i, f] += acc0 + acc1
+            acc0 = 0.0
+            acc1 = 0.0
+            f = ft
+        if t & 1:
+            acc1 += t_coef[t] * val
+        else:
+            acc0 += t_coef[t] * val
+    X[i, f] += acc0 + acc1
+
+
+@njit(cache=True, nogil=True)
+def _contract_backprop(T, t_order, t_idx, t_out, wt, A, dA, part):  # pragma: no cover
+    """e = Σ_t wt[t] Π_k A[t_idx[t, k]] and its partial products: dA[t_out[t, k]] += ∂(term t)/∂A_{t_idx[t, k]}
+    (dA accumulates; unrolled for 1–4 factors, prefix/suffix products otherwise). With
+    t_out = t_idx, dA is ∂e/∂A; with t_out = t_slot, the sparse ∂B_f/∂A_v slots. Returns e."""
+    e = 0.0
+    e1 = 0.0  # a second accumulator for odd terms: halves the add-latency chain
+    for t in range(T):
+        w = wt[t]
+        o = t_order[t]
+        if o == 3:
+            a0, a1, a2 = A[t_idx[t, 0]], A[t_idx[t, 1]], A[t_idx[t, 2]]
+            w01 = w * a0 * a1
+            if t & 1:
+                e1 += w01 * a2
+            else:
+                e += w01 * a2
+            dA[t_out[t, 0]] += w * a1 * a2
+            dA[t_out[t, 1]] += w * a0 * a2
+            dA[t_out[t, 2]] += w01
+        elif o == 2:
+            a0, a1 = A[t_idx[t, 0]], A[t_idx[t, 1]]
+            if t & 1:
+                e1 += w * a0 * a1
+            else:
+                e += w * a0 * a1
+            dA[t_out[t, 0]] += w * a1
+            dA[t_out[t, 1]] += w * a0
+        elif o == 4:
+            a0, a1, a2, a3 = A[t_idx[t, 0]], A[t_idx[t, 1]], A[t_idx[t, 2]], A[t_idx[t, 3]]
+            w01 = w * a0 * a1
+            w23 = w * a2 * a3
+            if t & 1:
+                e1 += w01 * a2 * a3
+            else:
+                e += w01 * a2 * a3
+            dA[t_out[t, 0]] += w23 * a1
+            dA[t_out[t, 1]] += w23 * a0
+            dA[t_out[t, 2]] += w01 * a3
+            dA[t_out[t, 3]] += w01 * a2
+        elif o == 1:
+            e += w * A[t_idx[t, 0]]
+            dA[t_out[t, 0]] += w
+        else:
+            e += w * _term_partials(t, o, t_idx, A, part)
+            for k in range(o):
+                dA[t_out[t, k]] += w * part[k]
+    return e + e1
+
+
 @njit(cache=True, parallel=True)
-def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F,
+def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C,
                  t_order, t_idx, t_coef, t_feat, t_slot, slot_f, v_ptr, want_grad,
-                 pair_sample, self_sample, want_strain, X, G, S):  # pragma: no cover
-    """Features X (N, n_features) and, if ``want_grad``, their gradients (all outputs zeroed first).
+                 pair_sample, self_sample, want_strain, n_chunks, X, G, S):  # pragma: no cover
+    """Features X (N, n_features) and, if ``want_grad``, their gradients (outputs must be zero).
 
     With g_p[a, f] = ∂B_{i,f}/∂(r_ij)_a for pair p = (i, j):
     G[pair_sample[p]] += g_p (derivative with respect to r_j) and, when self_sample[i] ≥ 0,
     G[self_sample[i]] −= g_p (with respect to r_i); with ``want_strain``
     S[i, a, b, f] += (r_ij)_a g_p[b, f]. Every sample belongs to one centre, and each centre is
     handled by one thread, so the writes never race. ``pair_sample = arange(P)`` and
-    ``self_sample = −1`` give the raw per-pair gradients."""
+    ``self_sample = −1`` give the raw per-pair gradients. Without ``want_grad`` the spherical
+    harmonics are evaluated without their gradients. Atoms are processed in ``n_chunks``
+    contiguous chunks (a few per thread, see :func:`n_chunks_for`), each allocating its
+    workspace once.
+    """
     N = centre_ptr.shape[0] - 1
     nlm = (l_max + 1) * (l_max + 1)
     nblock = n_r * nlm
     n_mom = n_channels * nblock
     T = t_coef.shape[0]
     n_slots = slot_f.shape[0]
-    for i in prange(N):
-        p0 = centre_ptr[i]
-        p1 = centre_ptr[i + 1]
-        npi = p1 - p0
-        A = np.zeros(n_mom)
-        Rs = np.empty((npi, n_r))
-        dRs = np.empty((npi, n_r))
-        Ys = np.empty((npi, nlm))
-        dYs = np.empty((npi, nlm, 3))
-        Q = np.empty((l_max + 1, l_max + 1))
-        dQ = np.empty((l_max + 1, l_max + 1, 3))
-        _pair_moments(p0, p1, pair_vec, pair_ch, r_cut, scale, n_r, l_max, F, A, Rs, dRs, Ys, dYs, Q, dQ)
-        for t in range(T):
-            val = t_coef[t]
-            for k in range(t_order[t]):
-                val *= A[t_idx[t, k]]
-            X[i, t_feat[t]] += val
-        if want_grad:
-            Gs = np.zeros(n_slots)
-            part = np.empty(t_idx.shape[1])
-            for t in range(T):
-                o = t_order[t]
-                _term_partials(t, o, t_idx, A, part)
-                c = t_coef[t]
-                for k in range(o):
-                    Gs[t_slot[t, k]] += c * part[k]
+    mp = _max_pairs(centre_ptr)
+    nc = max(1, min(N, n_chunks))
+    for c in prange(nc):
+        A = np.empty(n_mom)
+        U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
+        Gs = np.empty(n_slots)
+        part = np.empty(t_idx.shape[1])
+        for i in range(c * N // nc, (c + 1) * N // nc):
+            p0 = centre_ptr[i]
+            npi = centre_ptr[i + 1] - p0
+            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
+                            A, want_grad)
+            _contract_values(T, t_order, t_idx, t_coef, t_feat, A, X, i)
+            if not want_grad:
+                continue
+            # ∂B_f/∂A_v on the (v, f) slots
+            for s in range(n_slots):
+                Gs[s] = 0.0
+            _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
+            gs = self_sample[i]
             for q in range(npi):
                 p = p0 + q
-                dx, dy, dz = pair_vec[p, 0], pair_vec[p, 1], pair_vec[p, 2]
-                r = math.sqrt(dx * dx + dy * dy + dz * dz)
-                ux, uy, uz = dx / r, dy / r, dz / r
+                ux, uy, uz = U[0, q], U[1, q], U[2, q]
                 base = pair_ch[p] * nblock
                 gp = pair_sample[p]
-                gs = self_sample[i]
                 for vl in range(nblock):
                     s0 = v_ptr[base + vl]
                     s1 = v_ptr[base + vl + 1]
@@ -126,11 +248,11 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
                         continue
                     n = vl // nlm
                     lm = vl - n * nlm
-                    ry = dRs[q, n] * Ys[q, lm]
-                    rn = Rs[q, n]
-                    d0 = ry * ux + rn * dYs[q, lm, 0]
-                    d1 = ry * uy + rn * dYs[q, lm, 1]
-                    d2 = ry * uz + rn * dYs[q, lm, 2]
+                    ry = dR[n, q] * Y[lm, q]
+                    rn = R[n, q]
+                    d0 = ry * ux + rn * dY[0, lm, q]
+                    d1 = ry * uy + rn * dY[1, lm, q]
+                    d2 = ry * uz + rn * dY[2, lm, q]
                     for s in range(s0, s1):
                         f = slot_f[s]
                         g = Gs[s]
@@ -150,74 +272,84 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
 
 
 @njit(cache=True, parallel=True)
-def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F,
-               t_order, t_idx, t_coef, t_feat, weights, e0, E, G):  # pragma: no cover
+def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C,
+               t_order, t_idx, wt, e0, n_chunks, E, G):  # pragma: no cover
     """Linear model E_i = e0[s_i] + Σ_f weights[s_i, f] B_{i,f} and its pair gradients.
 
+    ``wt`` (n_channels, T) = weights[:, t_feat] · t_coef: the model folded into the terms.
+
     Back-propagates ∂E_i/∂A through the contraction (no Jacobian of B is built), then
-    G[p] = ∂E_i/∂r_ij (eV/Å) for each pair p = (i, j). E (N,) and G (P, 3) are overwritten.
+    G[p] = ∂E_i/∂r_ij (eV/Å) for each pair p = (i, j), contracted over n first:
+    c_lm = Σ_n ∂E/∂A_nlm R_n, d_lm = Σ_n ∂E/∂A_nlm R'_n, G = Σ_lm c_lm ∇Y_lm + r̂ Σ_lm d_lm Y_lm.
+    E (N,) and G (P, 3) are overwritten.
     """
     N = centre_ptr.shape[0] - 1
     nlm = (l_max + 1) * (l_max + 1)
     nblock = n_r * nlm
     n_mom = n_channels * nblock
-    T = t_coef.shape[0]
-    for i in prange(N):
-        p0 = centre_ptr[i]
-        p1 = centre_ptr[i + 1]
-        npi = p1 - p0
-        s_i = centre_ch[i]
-        A = np.zeros(n_mom)
-        dEdA = np.zeros(n_mom)
-        Rs = np.empty((npi, n_r))
-        dRs = np.empty((npi, n_r))
-        Ys = np.empty((npi, nlm))
-        dYs = np.empty((npi, nlm, 3))
-        Q = np.empty((l_max + 1, l_max + 1))
-        dQ = np.empty((l_max + 1, l_max + 1, 3))
-        _pair_moments(p0, p1, pair_vec, pair_ch, r_cut, scale, n_r, l_max, F, A, Rs, dRs, Ys, dYs, Q, dQ)
-        e = e0[s_i]
+    T = t_order.shape[0]
+    mp = _max_pairs(centre_ptr)
+    nc = max(1, min(N, n_chunks))
+    for c in prange(nc):
+        A = np.empty(n_mom)
+        dEdA = np.empty(n_mom)
+        U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
         part = np.empty(t_idx.shape[1])
-        for t in range(T):
-            w = weights[s_i, t_feat[t]] * t_coef[t]
-            if w == 0.0:
-                continue
-            o = t_order[t]
-            e += w * _term_partials(t, o, t_idx, A, part)
-            for k in range(o):
-                dEdA[t_idx[t, k]] += w * part[k]
-        E[i] = e
-        for q in range(npi):
-            p = p0 + q
-            dx, dy, dz = pair_vec[p, 0], pair_vec[p, 1], pair_vec[p, 2]
-            r = math.sqrt(dx * dx + dy * dy + dz * dz)
-            ux, uy, uz = dx / r, dy / r, dz / r
-            base = pair_ch[p] * nblock
-            # Σ_{n,lm} ∂E/∂A_{n,lm} (R'_n Y_lm r̂ + R_n ∇Y_lm), factorised over n
-            radial_part = 0.0
-            g0 = 0.0
-            g1 = 0.0
-            g2 = 0.0
-            for n in range(n_r):
-                off = base + n * nlm
-                sy = 0.0
-                s0 = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                for lm in range(nlm):
-                    de = dEdA[off + lm]
-                    sy += de * Ys[q, lm]
-                    s0 += de * dYs[q, lm, 0]
-                    s1 += de * dYs[q, lm, 1]
-                    s2 += de * dYs[q, lm, 2]
-                radial_part += dRs[q, n] * sy
-                rn = Rs[q, n]
-                g0 += rn * s0
-                g1 += rn * s1
-                g2 += rn * s2
-            G[p, 0] = g0 + radial_part * ux
-            G[p, 1] = g1 + radial_part * uy
-            G[p, 2] = g2 + radial_part * uz
+        cl = np.empty((nlm, max(mp, 1)))
+        dl = np.empty((nlm, max(mp, 1)))
+        for i in range(c * N // nc, (c + 1) * N // nc):
+            p0 = centre_ptr[i]
+            npi = centre_ptr[i + 1] - p0
+            s_i = centre_ch[i]
+            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
+                            A, True)
+            for v in range(n_mom):
+                dEdA[v] = 0.0
+            E[i] = e0[s_i] + _contract_backprop(T, t_order, t_idx, t_idx, wt[s_i], A, dEdA, part)
+            _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G):  # pragma: no cover
+    """G[p0 + q] = Σ_v ∂E/∂A_v ∂A_v/∂r_q for the pairs of one centre, per run of equal neighbour
+    channel, contracted over n first (c_lm = Σ_n ∂E/∂A_nlm R_n, d_lm = Σ_n ∂E/∂A_nlm R'_n;
+    G = Σ_lm c_lm ∇Y_lm + r̂ Σ_lm d_lm Y_lm), all loops over pairs innermost."""
+    nblock = n_r * nlm
+    q = 0
+    while q < npi:
+        ch = pair_ch[p0 + q]
+        qe = q + 1
+        while qe < npi and pair_ch[p0 + qe] == ch:
+            qe += 1
+        base = ch * nblock
+        ka, kb = np.uint64(q), np.uint64(qe)  # unsigned: no negative-index wrap-around, so the loops vectorise
+        for lm in range(nlm):
+            for k in range(ka, kb):
+                cl[lm, k] = 0.0
+                dl[lm, k] = 0.0
+        for n in range(n_r):
+            off = base + n * nlm
+            for lm in range(nlm):
+                de = dEdA[off + lm]
+                for k in range(ka, kb):
+                    cl[lm, k] += de * R[n, k]
+                    dl[lm, k] += de * dR[n, k]
+        for k in range(ka, kb):
+            W[0, k] = 0.0
+            W[1, k] = 0.0
+            W[2, k] = 0.0
+            W[3, k] = 0.0
+        for lm in range(nlm):
+            for k in range(ka, kb):
+                W[0, k] += cl[lm, k] * dY[0, lm, k]
+                W[1, k] += cl[lm, k] * dY[1, lm, k]
+                W[2, k] += cl[lm, k] * dY[2, lm, k]
+                W[3, k] += dl[lm, k] * Y[lm, k]
+        for k in range(q, qe):
+            G[p0 + k, 0] = W[0, k] + W[3, k] * U[0, k]
+            G[p0 + k, 1] = W[1, k] + W[3, k] * U[1, k]
+            G[p0 + k, 2] = W[2, k] + W[3, k] * U[2, k]
+        q = qe
 
 
 @njit(cache=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ace import ace_features, ace_linear, scatter_design, scatter_pair_gradients
+from .ace import ace_features, ace_linear, n_chunks_for, scatter_design, scatter_pair_gradients
 from .neighbours import Batch
 from .plan import EvaluationPlan
 
@@ -51,9 +51,9 @@ def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, s
     G = np.zeros((n_samples if gradients else 0, 3, F))
     S = np.zeros((batch.n_atoms if strain else 0, 3, 3, F))
     ace_features(batch.centre_ptr, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
-                 plan.n_r, plan.l_max, plan.F, plan.t_order, plan.t_idx, plan.t_coef, plan.t_feat,
+                 plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.t_coef, plan.t_feat,
                  plan.t_slot, plan.slot_f, plan.v_ptr, gradients, np.ascontiguousarray(pair_sample, dtype=np.int64),
-                 np.ascontiguousarray(self_sample, dtype=np.int64), strain, X, G, S)
+                 np.ascontiguousarray(self_sample, dtype=np.int64), strain, n_chunks_for(batch.n_atoms), X, G, S)
     return X, G, S
 
 
@@ -76,9 +76,10 @@ def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray
     e0 = np.ascontiguousarray(e0, dtype=np.float64)
     E = np.zeros(batch.n_atoms)
     G = np.zeros((len(batch.pair_i), 3))
+    wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])  # (n_channels, T)
     ace_linear(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
-               plan.scale, plan.n_r, plan.l_max, plan.F, plan.t_order, plan.t_idx, plan.t_coef, plan.t_feat,
-               weights, e0, E, G)
+               plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, wt, e0,
+               n_chunks_for(batch.n_atoms), E, G)
     forces = np.zeros((batch.n_atoms, 3))
     virial = np.zeros((batch.n_structures, 3, 3))
     scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)

@@ -13,7 +13,7 @@ from ase.data import atomic_numbers
 
 from ..errors import FileFormatError
 from ..spec import BasisSpec, invariant_monomials
-from .primitives import sph_normalisation
+from .primitives import sph_normalisation, sph_recurrence
 
 __all__ = ["EvaluationPlan", "compile_plan"]
 
@@ -37,6 +37,7 @@ class EvaluationPlan:
     t_slot: np.ndarray
     slot_f: np.ndarray
     v_ptr: np.ndarray
+    sph_rec: np.ndarray  # (2, l_max+1, l_max+1) recurrence coefficients (primitives.sph_recurrence)
 
     @property
     def n_channels(self) -> int:
@@ -87,10 +88,13 @@ def compile_plan(spec: BasisSpec) -> EvaluationPlan:
             coefs.append(coef)
             feats.append(f)
     width = max(orders, default=1)  # the largest number of factors of a term (4 for ACE ν ≤ 4)
-    t_order = np.asarray(orders, dtype=np.int64)
-    t_idx = np.asarray([row + [-1] * (width - len(row)) for row in idx], dtype=np.int64).reshape(-1, width)
-    t_coef = np.asarray(coefs, dtype=np.float64)
-    t_feat = np.asarray(feats, dtype=np.int64)
+    # terms sorted by their number of factors (stable): the kernels branch on it once per term,
+    # and a sorted order makes that branch predictable
+    order = np.argsort(np.asarray(orders, dtype=np.int64), kind="stable")
+    t_order = np.asarray(orders, dtype=np.int64)[order]
+    t_idx = np.asarray([idx[k] + [-1] * (width - len(idx[k])) for k in order], dtype=np.int64).reshape(-1, width)
+    t_coef = np.asarray(coefs, dtype=np.float64)[order]
+    t_feat = np.asarray(feats, dtype=np.int64)[order]
     n_features = spec.n_features
     n_mom = n_ch * n_r * nlm
     # sparse ∂B_f/∂A_v slots: one per distinct (v, f), sorted by v
@@ -106,4 +110,4 @@ def compile_plan(spec: BasisSpec) -> EvaluationPlan:
                           scale=float(radial.get("scale", 0.0)), n_r=n_r, l_max=l_max,
                           n_features=n_features, F=sph_normalisation(l_max), t_order=t_order,
                           t_idx=t_idx, t_coef=t_coef, t_feat=t_feat, t_slot=t_slot,
-                          slot_f=slot_f, v_ptr=v_ptr)
+                          slot_f=slot_f, v_ptr=v_ptr, sph_rec=sph_recurrence(l_max))
