@@ -12,11 +12,12 @@ centre i). Pair vectors are r_ij = r_j − r_i + S_ij·cell in Å. Moments are l
 v = (z · n_r + n) · (l_max+1)² + l² + l + m.
 
 The evaluation plan (term arrays) comes from :mod:`minbasis.kernels.plan`:
-``t_order`` (T,) number of factors of term t, ``t_idx`` (T, W) moment indices (padded with −1
-to the largest number of factors W, 4 for ACE ν ≤ 4), ``t_coef`` (T,), ``t_feat`` (T,) feature
-index, ``t_slot`` (T, W) index of the sparse
-∂B_f/∂A_v entry each factor contributes to, ``slot_f`` (S,) feature of each slot, and
-``v_ptr`` (n_moments+1,) the CSR offsets of the slots of each moment v (slots sorted by v).
+``t_order`` (T,) number of factors of term t (terms sorted by it), ``t_idx`` (T, W) moment
+indices (padded with −1 to the largest number of factors W, 4 for ACE ν ≤ 4), ``t_coef`` (T,),
+``t_feat`` (T,) feature index, ``t_slot`` (T, W) index of the sparse ∂B_f/∂A_v entry ("slot")
+each factor contributes to, ``slot_v`` (S,) the moment of each slot, and ``cf_ptr``
+(n_channels·F + 1,) the CSR offsets of the slots of feature f among the moments of channel c
+(slots sorted by channel, feature, moment).
 
 Gradients follow design.md 3.5: the kernels return ∂/∂r_ij per pair; callers scatter
 ∂/∂r_j += ∂/∂r_ij and ∂/∂r_i −= ∂/∂r_ij.
@@ -196,7 +197,7 @@ def _contract_backprop(T, t_order, t_idx, t_out, wt, A, dA, part):  # pragma: no
 
 @njit(cache=True, parallel=True)
 def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C,
-                 t_order, t_idx, t_coef, t_feat, t_slot, slot_f, v_ptr, want_grad,
+                 t_order, t_idx, t_coef, t_feat, t_slot, slot_v, cf_ptr, want_grad,
                  pair_sample, self_sample, want_strain, n_chunks, X, G, S):  # pragma: no cover
     """Features X (N, n_features) and, if ``want_grad``, their gradients (outputs must be zero).
 
@@ -215,7 +216,7 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
     nblock = n_r * nlm
     n_mom = n_channels * nblock
     T = t_coef.shape[0]
-    n_slots = slot_f.shape[0]
+    n_slots = slot_v.shape[0]
     mp = _max_pairs(centre_ptr)
     nc = max(1, min(N, n_chunks))
     for c in prange(nc):
@@ -223,6 +224,8 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
         U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
         Gs = np.empty(n_slots)
         part = np.empty(t_idx.shape[1])
+        D = np.empty((nblock, 3, max(mp, 1)))
+        acc = np.empty((3, max(mp, 1)))
         for i in range(c * N // nc, (c + 1) * N // nc):
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
@@ -235,40 +238,76 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
             for s in range(n_slots):
                 Gs[s] = 0.0
             _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
-            gs = self_sample[i]
-            for q in range(npi):
-                p = p0 + q
-                ux, uy, uz = U[0, q], U[1, q], U[2, q]
-                base = pair_ch[p] * nblock
-                gp = pair_sample[p]
-                for vl in range(nblock):
-                    s0 = v_ptr[base + vl]
-                    s1 = v_ptr[base + vl + 1]
-                    if s0 == s1:
-                        continue
-                    n = vl // nlm
-                    lm = vl - n * nlm
-                    ry = dR[n, q] * Y[lm, q]
-                    rn = R[n, q]
-                    d0 = ry * ux + rn * dY[0, lm, q]
-                    d1 = ry * uy + rn * dY[1, lm, q]
-                    d2 = ry * uz + rn * dY[2, lm, q]
-                    for s in range(s0, s1):
-                        f = slot_f[s]
-                        g = Gs[s]
-                        G[gp, 0, f] += g * d0
-                        G[gp, 1, f] += g * d1
-                        G[gp, 2, f] += g * d2
-                        if gs >= 0:
-                            G[gs, 0, f] -= g * d0
-                            G[gs, 1, f] -= g * d1
-                            G[gs, 2, f] -= g * d2
-                        if want_strain:
-                            for a in range(3):
-                                ra = pair_vec[p, a] * g
-                                S[i, a, 0, f] += ra * d0
-                                S[i, a, 1, f] += ra * d1
-                                S[i, a, 2, f] += ra * d2
+            _scatter_jacobian(i, p0, npi, n_r, nlm, pair_vec, pair_ch, pair_sample, self_sample[i], want_strain,
+                              slot_v, cf_ptr, Gs, U, R, dR, Y, dY, D, acc, G, S)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _scatter_jacobian(i, p0, npi, n_r, nlm, pair_vec, pair_ch, pair_sample, gs, want_strain, slot_v, cf_ptr, Gs,
+                      U, R, dR, Y, dY, D, acc, G, S):  # pragma: no cover
+    """Jacobian of the features of centre i with respect to its pairs, scattered into samples.
+
+    D[v, a, q] = ∂A_v/∂(r_q)_a for all pairs q of a run of equal neighbour channel; then, per
+    feature f, g[a, q] = ∂B_{i,f}/∂(r_q)_a = Σ_{slots of f} Gs D[v, a, q] — one sparse row per
+    feature, vectorised over the pairs of the run — added to G[pair_sample], subtracted from
+    the self sample G[gs] (if gs ≥ 0) and, with ``want_strain``, S[i, a, b, f] += Σ_q r_qa g[b, q].
+    Work arrays D (n_r·nlm, 3, ≥ npi), acc (3, ≥ npi)."""
+    nblock = n_r * nlm
+    nf = G.shape[2]
+    q = 0
+    while q < npi:
+        c = pair_ch[p0 + q]
+        qe = q + 1
+        while qe < npi and pair_ch[p0 + qe] == c:
+            qe += 1
+        ka, kb = np.uint64(q), np.uint64(qe)  # unsigned: no negative-index wrap-around, so the loops vectorise
+        for n in range(n_r):
+            off = n * nlm
+            for lm in range(nlm):
+                for k in range(ka, kb):
+                    ry = dR[n, k] * Y[lm, k]
+                    rn = R[n, k]
+                    D[off + lm, 0, k] = ry * U[0, k] + rn * dY[0, lm, k]
+                    D[off + lm, 1, k] = ry * U[1, k] + rn * dY[1, lm, k]
+                    D[off + lm, 2, k] = ry * U[2, k] + rn * dY[2, lm, k]
+        base = c * nblock
+        row = c * nf
+        for f in range(nf):
+            for k in range(ka, kb):
+                acc[0, k] = 0.0
+                acc[1, k] = 0.0
+                acc[2, k] = 0.0
+            for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
+                g = Gs[s]
+                vl = np.uint64(slot_v[s] - base)
+                for k in range(ka, kb):
+                    acc[0, k] += g * D[vl, 0, k]
+                    acc[1, k] += g * D[vl, 1, k]
+                    acc[2, k] += g * D[vl, 2, k]
+            for k in range(q, qe):
+                gp = pair_sample[p0 + k]
+                G[gp, 0, f] += acc[0, k]
+                G[gp, 1, f] += acc[1, k]
+                G[gp, 2, f] += acc[2, k]
+            if gs >= 0:
+                t0 = 0.0
+                t1 = 0.0
+                t2 = 0.0
+                for k in range(ka, kb):
+                    t0 += acc[0, k]
+                    t1 += acc[1, k]
+                    t2 += acc[2, k]
+                G[gs, 0, f] -= t0
+                G[gs, 1, f] -= t1
+                G[gs, 2, f] -= t2
+            if want_strain:
+                for a in range(3):
+                    for bb in range(3):
+                        t = 0.0
+                        for k in range(ka, kb):
+                            t += pair_vec[p0 + np.int64(k), a] * acc[bb, k]
+                        S[i, a, bb, f] += t
+        q = qe
 
 
 @njit(cache=True, parallel=True)

@@ -52,7 +52,7 @@ def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, s
     S = np.zeros((batch.n_atoms if strain else 0, 3, 3, F))
     ace_features(batch.centre_ptr, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
                  plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.t_coef, plan.t_feat,
-                 plan.t_slot, plan.slot_f, plan.v_ptr, gradients, np.ascontiguousarray(pair_sample, dtype=np.int64),
+                 plan.t_slot, plan.slot_v, plan.cf_ptr, gradients, np.ascontiguousarray(pair_sample, dtype=np.int64),
                  np.ascontiguousarray(self_sample, dtype=np.int64), strain, n_chunks_for(batch.n_atoms), X, G, S)
     return X, G, S
 

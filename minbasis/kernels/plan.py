@@ -35,8 +35,8 @@ class EvaluationPlan:
     t_coef: np.ndarray
     t_feat: np.ndarray
     t_slot: np.ndarray
-    slot_f: np.ndarray
-    v_ptr: np.ndarray
+    slot_v: np.ndarray
+    cf_ptr: np.ndarray
     sph_rec: np.ndarray  # (2, l_max+1, l_max+1) recurrence coefficients (primitives.sph_recurrence)
 
     @property
@@ -97,17 +97,22 @@ def compile_plan(spec: BasisSpec) -> EvaluationPlan:
     t_feat = np.asarray(feats, dtype=np.int64)[order]
     n_features = spec.n_features
     n_mom = n_ch * n_r * nlm
-    # sparse ∂B_f/∂A_v slots: one per distinct (v, f), sorted by v
+    # sparse ∂B_f/∂A_v slots: one per distinct (v, f), sorted by (channel of v, f, v), with CSR
+    # offsets cf_ptr[c·F + f] of the slots of feature f in channel c's moments
+    nblock = n_r * nlm
+    F1 = max(n_features, 1)
     mask = np.arange(width)[None, :] < t_order[:, None]
-    keys = np.where(mask, t_idx * max(n_features, 1) + t_feat[:, None], -1)
-    uniq, inverse = np.unique(keys[mask], return_inverse=True)
+    v_all = t_idx[mask]
+    f_all = np.broadcast_to(t_feat[:, None], t_idx.shape)[mask]
+    keys = ((v_all // nblock) * F1 + f_all) * nblock + v_all % nblock
+    uniq, inverse = np.unique(keys, return_inverse=True)
     t_slot = np.full(t_idx.shape, -1, dtype=np.int64)
     t_slot[mask] = inverse
-    slot_v = uniq // max(n_features, 1)
-    slot_f = (uniq % max(n_features, 1)).astype(np.int64)
-    v_ptr = np.searchsorted(slot_v, np.arange(n_mom + 1)).astype(np.int64)
+    cf = uniq // nblock  # c·F + f
+    slot_v = ((cf // F1) * nblock + uniq % nblock).astype(np.int64)
+    cf_ptr = np.searchsorted(cf, np.arange(n_ch * F1 + 1)).astype(np.int64)
     return EvaluationPlan(species=spec.species, numbers=numbers, r_cut=float(spec.r_cut),
                           scale=float(radial.get("scale", 0.0)), n_r=n_r, l_max=l_max,
                           n_features=n_features, F=sph_normalisation(l_max), t_order=t_order,
                           t_idx=t_idx, t_coef=t_coef, t_feat=t_feat, t_slot=t_slot,
-                          slot_f=slot_f, v_ptr=v_ptr, sph_rec=sph_recurrence(l_max))
+                          slot_v=slot_v, cf_ptr=cf_ptr, sph_rec=sph_recurrence(l_max))
