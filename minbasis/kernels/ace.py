@@ -50,6 +50,15 @@ def _max_pairs(centre_ptr):  # pragma: no cover
     return m
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run_end(pair_ch, p0, q, npi):  # pragma: no cover
+    """End (exclusive) of the run of pairs p0 + q, p0 + q + 1, … with the neighbour channel of pair p0 + q."""
+    qe = q + 1
+    while qe < npi and pair_ch[p0 + qe] == pair_ch[p0 + q]:
+        qe += 1
+    return qe
+
+
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY, A,
                     want_grad):  # pragma: no cover
@@ -68,9 +77,7 @@ def _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, 
     q = 0
     while q < npi:
         ch = pair_ch[p0 + q]
-        qe = q + 1
-        while qe < npi and pair_ch[p0 + qe] == ch:
-            qe += 1
+        qe = _run_end(pair_ch, p0, q, npi)
         base = ch * nblock
         ka, kb = np.uint64(q), np.uint64(qe)  # unsigned: no negative-index wrap-around, so the loops vectorise
         for n in range(n_r):
@@ -257,9 +264,7 @@ def _scatter_jacobian(i, p0, npi, n_r, nlm, pair_vec, pair_ch, pair_sample, gs, 
     q = 0
     while q < npi:
         c = pair_ch[p0 + q]
-        qe = q + 1
-        while qe < npi and pair_ch[p0 + qe] == c:
-            qe += 1
+        qe = _run_end(pair_ch, p0, q, npi)
         ka, kb = np.uint64(q), np.uint64(qe)  # unsigned: no negative-index wrap-around, so the loops vectorise
         for n in range(n_r):
             off = n * nlm
@@ -357,9 +362,7 @@ def _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W
     q = 0
     while q < npi:
         ch = pair_ch[p0 + q]
-        qe = q + 1
-        while qe < npi and pair_ch[p0 + qe] == ch:
-            qe += 1
+        qe = _run_end(pair_ch, p0, q, npi)
         base = ch * nblock
         ka, kb = np.uint64(q), np.uint64(qe)  # unsigned: no negative-index wrap-around, so the loops vectorise
         for lm in range(nlm):

@@ -83,9 +83,16 @@ def _check_structure(k: int, atoms: Atoms, channel_of: dict[int, int], species: 
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
         raise StructureError(f"structure {k}: non-finite (NaN/inf) position for atom(s) {np.flatnonzero(bad)[:10].tolist()}")
-    numbers = atoms.numbers
-    unknown = sorted({s for s, z in zip(atoms.get_chemical_symbols(), numbers) if int(z) not in channel_of})
-    if unknown:
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    table = np.full(max(int(numbers.max()), max(channel_of)) + 1, -1, dtype=np.int64)
+    for z, c in channel_of.items():
+        table[z] = c
+    ch = table[numbers]
+    if (ch < 0).any():
+        from ase.data import chemical_symbols
+
+        unknown = sorted({chemical_symbols[int(z)] if 0 <= z < len(chemical_symbols) else str(int(z))
+                          for z in numbers[ch < 0]})
         raise SpeciesError(f"structure {k} contains species {unknown} not in the basis species {list(species)}")
     pbc = atoms.pbc
     if pbc.any():
@@ -97,7 +104,7 @@ def _check_structure(k: int, atoms: Atoms, channel_of: dict[int, int], species: 
             raise StructureError(f"structure {k}: periodic along {np.flatnonzero(pbc).tolist()} but a cell vector there has zero length")
         if pbc.all() and abs(np.linalg.det(cell)) < 1e-6 * max(lengths.prod(), 1e-300):
             raise StructureError(f"structure {k}: degenerate cell (volume {abs(np.linalg.det(cell)):.3g} Å³)")
-    return np.array([channel_of[int(z)] for z in numbers], dtype=np.int64)
+    return ch
 
 
 def build_batch(atoms_list: Sequence[Atoms], species: Sequence[str], numbers: Sequence[int], r_cut: float,
@@ -137,7 +144,7 @@ def build_batch(atoms_list: Sequence[Atoms], species: Sequence[str], numbers: Se
                                  f"(distance {d[q]:.3g} Å < {min_distance} Å)")
         # by centre, then by neighbour channel: the kernels sum the moments of each run of equal
         # channel with vectorised loops, so one run per (centre, channel) is fastest
-        order = np.lexsort((ch[j], i)) if len(i) else np.zeros(0, dtype=np.int64)
+        order = np.argsort(i.astype(np.int64) * len(species) + ch[j], kind="stable")
         i, j, D = i[order].astype(np.int64), j[order].astype(np.int64), D[order]
         ch_all.append(ch)
         struct_all.append(np.full(len(atoms), k, dtype=np.int64))
