@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     batch = build_batch(atoms, plan.species, plan.numbers, plan.r_cut)
     N = batch.n_atoms
     empty = dataclasses.replace(plan, t_order=plan.t_order[:0], t_idx=plan.t_idx[:0], t_coef=plan.t_coef[:0],
-                                t_feat=plan.t_feat[:0])
+                                t_feat=plan.t_feat[:0], t_pack=plan.t_pack[:0], o_ptr=np.zeros_like(plan.o_ptr))
     w = np.random.default_rng(0).normal(size=(plan.n_channels, plan.n_features))
     e0 = np.zeros(plan.n_channels)
     t = {"moments": time_call(lambda: features(empty, batch), args.repeats),

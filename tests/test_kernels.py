@@ -570,3 +570,21 @@ def test_ase_calculator(case):
     atoms.positions[0] += [0.02, -0.01, 0.03]
     assert atoms.get_potential_energy() != e_before
     assert atoms.get_potential_energy() == pytest.approx(_energy(model, atoms), rel=1e-12)
+
+
+def test_packed_and_general_contractions_agree(hco_cell, hco_basis):
+    """The packed, unrolled contraction (plans with ≤ 4 factors per term) and the general one
+    (taken when t_pack is empty) give the same features, energies, forces and virials."""
+    import dataclasses
+
+    from minbasis.kernels.evaluate import features, linear_energy_forces
+    from minbasis.kernels.neighbours import build_batch
+
+    plan = hco_basis.plan
+    assert len(plan.t_pack) == len(plan.t_order) > 0
+    general = dataclasses.replace(plan, t_pack=plan.t_pack[:0])
+    batch = build_batch([hco_cell], plan.species, plan.numbers, plan.r_cut)
+    np.testing.assert_allclose(features(plan, batch)[0], features(general, batch)[0], rtol=1e-13, atol=1e-13)
+    w = np.random.default_rng(1).normal(size=(len(plan.species), plan.n_features))
+    for a, b in zip(linear_energy_forces(plan, batch, w, np.zeros(3)), linear_energy_forces(general, batch, w, np.zeros(3))):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -51,7 +51,8 @@ def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, s
     G = np.zeros((n_samples if gradients else 0, 3, F))
     S = np.zeros((batch.n_atoms if strain else 0, 3, 3, F))
     ace_features(batch.centre_ptr, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
-                 plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.t_coef, plan.t_feat,
+                 plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
+                 plan.t_coef, plan.t_feat,
                  plan.t_slot, plan.slot_v, plan.cf_ptr, gradients, np.ascontiguousarray(pair_sample, dtype=np.int64),
                  np.ascontiguousarray(self_sample, dtype=np.int64), strain, n_chunks_for(batch.n_atoms), X, G, S)
     return X, G, S
@@ -78,7 +79,8 @@ def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray
     G = np.zeros((len(batch.pair_i), 3))
     wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])  # (n_channels, T)
     ace_linear(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
-               plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, wt, e0,
+               plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
+               plan.t_pack, wt, e0,
                n_chunks_for(batch.n_atoms), E, G)
     forces = np.zeros((batch.n_atoms, 3))
     virial = np.zeros((batch.n_structures, 3, 3))

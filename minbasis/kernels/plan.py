@@ -38,6 +38,8 @@ class EvaluationPlan:
     slot_v: np.ndarray
     cf_ptr: np.ndarray
     sph_rec: np.ndarray  # (2, l_max+1, l_max+1) recurrence coefficients (primitives.sph_recurrence)
+    o_ptr: np.ndarray  # (6,) terms of order o are o_ptr[o]:o_ptr[o+1] (o ≤ 4; terms sorted by order)
+    t_pack: np.ndarray  # (T,) int64 moment indices packed 16 bits each (empty when not packable)
 
     @property
     def n_channels(self) -> int:
@@ -111,8 +113,18 @@ def compile_plan(spec: BasisSpec) -> EvaluationPlan:
     cf = uniq // nblock  # c·F + f
     slot_v = ((cf // F1) * nblock + uniq % nblock).astype(np.int64)
     cf_ptr = np.searchsorted(cf, np.arange(n_ch * F1 + 1)).astype(np.int64)
+    # packed indices for the unrolled kernels: up to 4 factors of 16 bits (moments < 2^15)
+    o_ptr = np.searchsorted(t_order, np.arange(6)).astype(np.int64)
+    packable = n_mom < 2**15 and (len(t_order) == 0 or (t_order.max() <= 4 and t_order.min() >= 1))
+    if packable:
+        ti = np.where(t_idx < 0, 0, t_idx).astype(np.int64)
+        ti = np.pad(ti, ((0, 0), (0, 4 - width))) if width < 4 else ti
+        t_pack = ti[:, 0] | (ti[:, 1] << 16) | (ti[:, 2] << 32) | (ti[:, 3] << 48)
+    else:
+        t_pack = np.zeros(0, dtype=np.int64)
     return EvaluationPlan(species=spec.species, numbers=numbers, r_cut=float(spec.r_cut),
                           scale=float(radial.get("scale", 0.0)), n_r=n_r, l_max=l_max,
                           n_features=n_features, F=sph_normalisation(l_max), t_order=t_order,
                           t_idx=t_idx, t_coef=t_coef, t_feat=t_feat, t_slot=t_slot,
-                          slot_v=slot_v, cf_ptr=cf_ptr, sph_rec=sph_recurrence(l_max))
+                          slot_v=slot_v, cf_ptr=cf_ptr, sph_rec=sph_recurrence(l_max), o_ptr=o_ptr,
+                          t_pack=np.ascontiguousarray(t_pack, dtype=np.int64))
