@@ -305,3 +305,166 @@ def test_reptile_pretrain_then_finetune(basis, frames):
     m = fit_mlp_mf(basis, [FidelityData(frames[:5], "high", energy_key="energy_high")], cfg, init=init)
     np.testing.assert_allclose(m.std, init["std"])
     assert np.isfinite(m.predict(frames[30:31], "high").energy).all()
+
+
+def test_per_fidelity_noise_downweights_a_noisy_fidelity(basis, frames):
+    """Evidence-chosen noise levels per fidelity: adding noise to one fidelity's labels lowers its weight ω."""
+    import copy
+
+    tr = frames[:24]
+    rng = np.random.default_rng(5)
+    noisy = []
+    for a in tr:
+        b = copy.copy(a)
+        b.info = dict(a.info)
+        b.arrays = {k: v.copy() for k, v in a.arrays.items()}
+        b.info["energy_dft"] = a.info["energy_dft"] + rng.normal(0.0, 0.5)
+        b.arrays["forces_dft"] = a.arrays["forces_dft"] + rng.normal(0.0, 1.0, a.arrays["forces_dft"].shape)
+        noisy.append(b)
+    hi = FidelityData(tr[:10], "high", energy_key="energy_high", forces_key="forces_high")
+    out = {}
+    for name, low in (("clean", tr), ("noisy", noisy)):
+        blocks = fidelity_blocks(basis, [hi, FidelityData(low, "dft", energy_key="energy_dft", forces_key="forces_dft")])
+        _, _, info = fit_blocks(blocks, coupling="delta", n_channels=3)
+        _, _, shared = fit_blocks(blocks, coupling="delta", n_channels=3, noise="shared")
+        assert info["noise_weights"]["high"] == 1.0 and shared["noise_weights"] == {"high": 1.0, "dft": 1.0}
+        assert info["log_evidence"] >= shared["log_evidence"] - 1e-9
+        out[name] = info
+    assert out["noisy"]["noise_weights"]["dft"] < 0.1 * out["clean"]["noise_weights"]["dft"], out
+    assert out["noisy"]["noise_rms"]["dft"] > 3.0 * out["clean"]["noise_rms"]["dft"]
+    # the weights are what solve_delta uses: re-solving at the chosen point reproduces the evidence
+    blocks = fidelity_blocks(basis, [hi, FidelityData(noisy, "dft", energy_key="energy_dft", forces_key="forces_dft")])
+    info = out["noisy"]
+    _, _, lev = solve_delta(blocks, info["r_c"], info["r_d"], noise_weights=[1.0, info["noise_weights"]["dft"]])
+    assert abs(lev - info["log_evidence"]) < 1e-6 * abs(lev)
+    with pytest.raises(MinbasisError, match="noise model"):
+        fit_blocks(blocks, noise="separate")
+
+
+def _cu_cells(n, seed):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.lj import LennardJones
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+        eps = rng.uniform(-0.02, 0.02, (3, 3))
+        a.set_cell(a.cell @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        a.positions += rng.normal(0.0, 0.05, a.positions.shape)
+        for name, calc in (("emt", EMT()), ("lj", LennardJones(sigma=2.33, epsilon=0.41, rc=4.5, smooth=True))):
+            a.calc = calc
+            a.info[f"energy_{name}"] = a.get_potential_energy()
+            a.arrays[f"forces_{name}"] = a.get_forces()
+            a.info[f"stress_{name}"] = a.get_stress()
+        a.calc = None
+        out.append(a)
+    return out
+
+
+def test_multifidelity_stress_rows_enter_the_fit_and_are_predicted():
+    """Periodic two-fidelity case (EMT 'high', Lennard-Jones 'low' on strained, rattled Cu cells)."""
+    cu = mb.Basis.ace(["Cu"], 4.0, [3, 2], [0, 1], 2)
+    cells = _cu_cells(14, seed=2)
+    tr, te = cells[:10], cells[10:]
+    low = FidelityData(tr, "low", energy_key="energy_lj", forces_key="forces_lj", stress_key="stress_lj")
+
+    def high(w):
+        return FidelityData(tr[:6], "high", energy_key="energy_emt", stress_key="stress_emt", weights={"stress": w})
+
+    blocks = fidelity_blocks(cu, [high(30.0), low])
+    assert [b.info["virial_rows"] for b in blocks] == [36, 60] and blocks[0].info["force_rows"] == 0
+    without = fidelity_blocks(cu, [high(0.0), low])
+    assert without[0].info["virial_rows"] == 0 and not np.allclose(without[0].G, blocks[0].G)
+    m = fit_linear_mf(cu, [high(30.0), low])
+    m0 = fit_linear_mf(cu, [high(0.0), low])
+    # what the fit's virial rows say (XV·c = V σ) is what predict returns
+    rows = design_rows(cu, te, with_virial=True)
+    for k, f in enumerate(m.fidelities):
+        vol = np.array([a.get_volume() for a in te])
+        np.testing.assert_allclose(m.predict(te, f).stress, rows.XV @ m.weights[k].reshape(-1) / vol[:, None],
+                                   rtol=1e-8, atol=1e-10)
+    # EMT stress labels improve the EMT head's stress, on training and held-out cells
+    for part in (tr[:6], te):
+        ref = np.array([a.info["stress_emt"] for a in part])
+        err = np.mean(np.abs(m.predict(part, "high").stress - ref))
+        err0 = np.mean(np.abs(m0.predict(part, "high").stress - ref))
+        assert err < 0.5 * err0, (err, err0)
+    lj = np.array([a.info["stress_lj"] for a in te])
+    assert np.mean(np.abs(m.predict(te, "low").stress - lj)) < 0.2 * np.mean(np.abs(lj))
+
+
+def test_mlp_mf_silu_gradient_and_uncoupled_equals_separate_fits(basis, frames):
+    from minbasis.fit.fidelity import fidelity_names
+    from minbasis.fit.mlp_mf import MLPMultiFidelityConfig, _entries, _Problem, fit_mlp_mf
+
+    data = [FidelityData(frames[:5], "high", energy_key="energy_high"),
+            FidelityData(frames[:6], "dft", energy_key="energy_dft", forces_key="forces_dft")]
+    cfg = MLPMultiFidelityConfig(hidden=3, activation="silu")
+    ents = _entries(basis, data, fidelity_names(data), cfg, [np.arange(5), np.arange(6)], {})
+    C, F = 3, basis.n_features
+    rng = np.random.default_rng(2)
+    e0 = np.array([[-300.0, -1000.0, -2000.0]] * 2)
+    prob = _Problem(ents, 2, C, F, 3, True, np.zeros((C, F)), np.full((C, F), 5.0), 0.5, e0, 1e-3, "silu")
+    n = C * F * 3 + C * 3 + 2 * C * 3 + 2 * C
+    th = 0.3 * rng.standard_normal(n)
+    L, g = prob(th)
+    for j in rng.choice(n, 8, replace=False):
+        e = np.zeros(n)
+        e[j] = 1e-4
+        fd = (prob(th + e, False)[0] - prob(th - e, False)[0]) / 2e-4
+        assert abs(fd - g[j]) <= 1e-5 * max(1.0, abs(g[j])) + 1e-11 * abs(L), (j, fd, g[j])  # round-off of L
+    # the uncoupled control trains one network per fidelity: its high head is the high-only network
+    small = MLPMultiFidelityConfig(hidden=4, max_iter=15, patience=100)
+    unc = fit_mlp_mf(basis, [data[0], FidelityData(frames[:12], "dft", energy_key="energy_dft",
+                                                   forces_key="forces_dft")], replace_cfg(small, shared=False))
+    alone = fit_mlp_mf(basis, [data[0]], small)
+    assert unc.W.shape[0] == 2 and unc.activation == "silu"
+    p1, p2 = unc.predict(frames[30:33], "high"), alone.predict(frames[30:33], "high")
+    np.testing.assert_allclose(p1.energy, p2.energy, rtol=1e-10)
+    np.testing.assert_allclose(np.concatenate(p1.forces), np.concatenate(p2.forces), rtol=1e-8, atol=1e-10)
+    assert set(unc.info["per_fidelity"]) == {"high", "dft"}
+
+
+def replace_cfg(cfg, **kw):
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
+
+
+def test_cli_mlp_mf_passes_activation_and_patience(tmp_path, frames, basis):
+    import ase.io
+
+    from minbasis.cli import main
+    from minbasis.fit.mlp_mf import MLPMultiFidelityModel
+
+    train = tmp_path / "train.extxyz"
+    ase.io.write(train, frames[:12])
+    bpath = tmp_path / "basis.json"
+    basis.save(bpath)
+    out = tmp_path / "mlp.npz"
+    rc = main(["fit", "--basis", str(bpath), "--model", "mlp-mf", "--hidden", "4", "--max-iter", "5",
+               "--activation", "tanh", "--patience", "7", "--seed", "3",
+               "--data", f"{train}:fidelity=high:energy_key=energy_high",
+               "--data", f"{train}:fidelity=dft:forces_key=forces_dft:energy_key=energy_dft", "-o", str(out)])
+    assert rc == 0
+    m = mb.fit.load_model(out)
+    assert isinstance(m, MLPMultiFidelityModel) and m.activation == "tanh" and m.fidelities == ["high", "dft"]
+    assert m.info["patience"] == 7 and m.info["seed"] == 3 and m.info["validation_seed"] == 3
+
+
+def test_single_evidence_is_stable_when_the_rows_interpolate():
+    """Few rows (n < P) and targets in their range: E(r) → 0 as r → 0 must not cancel to a negative number."""
+    from minbasis.fit.multifidelity import _single_evidence
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((12, 40))
+    y = A @ rng.standard_normal(40) + 1e3 * A[:, 0]  # large targets: yy ≫ the residual at small r
+    G, b, yy = A.T @ A, A.T @ y, float(y @ y)
+    coef, r, lev = _single_evidence(G, b, yy, len(y))
+    E_direct = float(np.sum((y - A @ coef) ** 2) + r * coef @ coef)
+    g = np.linalg.eigvalsh(G)
+    g = g[g > 1e-12 * g.max()]
+    lev_direct = 0.5 * float(np.sum(np.log(r) - np.log(g + r))) - 0.5 * len(y) * np.log(E_direct)
+    assert np.isfinite(lev) and abs(lev - lev_direct) < 1e-6 * max(1.0, abs(lev_direct)), (r, lev, lev_direct)

@@ -16,6 +16,8 @@ TOML config (:func:`load_fit_config`)::
     model = "linear-mf"          # or "mlp-mf"
     basis = "basis.json"
     output = "model.npz"
+    coupling = "delta"           # optional: "none", "pooled"
+    noise = "per_fidelity"       # optional, linear-mf: "shared" = one noise level for all fidelities
     [[data]]
     file = "ethanol.extxyz"
     fidelity = "high"

@@ -83,16 +83,21 @@ def fit_multifidelity_cli(args) -> int:
                                      max_iter=int(settings.get("max_iter", args.max_iter)),
                                      validation_fraction=float(settings.get("validation_fraction",
                                                                             args.validation_fraction)),
-                                     seed=int(settings.get("seed", args.seed)), piwsl=piwsl)
+                                     patience=int(settings.get("patience", getattr(args, "patience", 50))),
+                                     activation=str(settings.get("activation", getattr(args, "activation", "silu"))),
+                                     seed=int(settings.get("seed", args.seed)),
+                                     validation_seed=int(settings.get("seed", args.seed)), piwsl=piwsl)
         model = fit_mlp_mf(basis, data, cfg)
         model.save(output)
         print(f"trained a {'shared' if cfg.shared else 'uncoupled'} MLP (hidden {cfg.hidden}) with heads "
               f"{model.fidelities} in {time.perf_counter() - t0:.1f} s (best iteration "
               f"{model.info['best_iteration']} of {model.info['n_iter']}); wrote {output}")
         return 0
-    model = fit_linear_mf(basis, data, coupling=settings.get("coupling", args.coupling), piwsl=piwsl, progress=True)
+    model = fit_linear_mf(basis, data, coupling=settings.get("coupling", args.coupling), piwsl=piwsl,
+                          noise=str(settings.get("noise", "per_fidelity")), progress=True)
     model.save(output)
-    extra = (f", r_c {model.info['r_c']:.3g}, r_d {model.info['r_d']:.3g} (evidence)"
+    extra = (f", r_c {model.info['r_c']:.3g}, r_d {model.info['r_d']:.3g}, noise weights "
+             + ", ".join(f"{k} {v:.3g}" for k, v in model.info["noise_weights"].items()) + " (evidence)"
              if "r_c" in model.info else "")
     print(f"fitted {len(model.fidelities)} fidelities {model.fidelities} ({model.info['coupling']} coupling{extra}) "
           f"on {sum(len(d.structures) for d in data)} labelled structure sets in {time.perf_counter() - t0:.1f} s; "

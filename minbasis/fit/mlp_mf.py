@@ -3,13 +3,14 @@
 Model (Messerly et al., arXiv 2505.01590: one shared representation, one energy head per
 fidelity with its own E0; here on a fixed minbasis descriptor, Behler–Parrinello form)::
 
-    E_f = Σ_i [ E0_f(Z_i) + s · (w_{f,Z_i} · h_i + b_{f,Z_i}) ],   h_i = tanh(x_i W_{Z_i} + β_{Z_i})
+    E_f = Σ_i [ E0_f(Z_i) + s · (w_{f,Z_i} · h_i + b_{f,Z_i}) ],   h_i = φ(x_i W_{Z_i} + β_{Z_i})
 
 x_i = (B_i − μ_Z)/σ_Z are standardised features (over all training structures), s (eV) is the
 RMS force component of all force labels times 1 Å (or the energy spread without forces). The
 hidden layer (W, β) is shared by all fidelities (``shared=True``); ``shared=False`` gives every
 fidelity its own hidden layer — the uncoupled control, in which low-level labels cannot inform
-the high-level head. Forces of each head are its own gradients, F = −∂E_f/∂r, by the chain rule
+the high-level head (each fidelity's network is then trained on its own, :func:`fit_mlp_mf`).
+φ is SiLU (default) or tanh. Forces of each head are its own gradients, F = −∂E_f/∂r, by the chain rule
 through the descriptor gradients (:class:`~minbasis.fit.atomic.DescriptorSet`).
 
 Loss: for every :class:`~minbasis.fit.fidelity.FidelityData` entry e with M_e structures and
@@ -28,7 +29,7 @@ validation loss are kept). Gradients are analytic and checked against finite dif
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ from ..errors import LabelError, MinbasisError
 from .atomic import (DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients, gradient_adjoint,
                      predict_atomic, read_model_file, write_model_file)
 from .fidelity import FidelityData, fidelity_names
+from .mlp import ACTIVATIONS, _activation
 from .model import MinbasisCalculator, Prediction
 
 __all__ = ["MLPMultiFidelityConfig", "MLPMultiFidelityModel", "fit_mlp_mf", "reptile_pretrain"]
@@ -51,11 +53,18 @@ class MLPMultiFidelityConfig:
     Attributes
     ----------
     hidden : int, width H of the (shared) hidden layer
-    shared : bool, share the hidden layer across fidelities (False: uncoupled control)
+    activation : str, ``"silu"`` (default) or ``"tanh"``
+    shared : bool, share the hidden layer across fidelities (False: uncoupled control, every
+        fidelity trained as its own network, see :func:`fit_mlp_mf`)
     l2 : float, weight decay on W and the head weights
-    max_iter : int, L-BFGS iterations
+    max_iter : int, L-BFGS iterations (cap)
     validation_fraction, validation_seed : seeded per-entry validation split for early stopping (0: off)
-    validate_every, patience : iterations between checks; checks without improvement before stopping
+    validate_every, patience : iterations between checks; checks without improvement before stopping.
+        Defaults (cap 4000, patience 150 checks = 1500 iterations) come from the validation curves
+        of ``benchmarks/multifidelity_ethanol.py --validation-only`` (validation frames inside the
+        training set only): energy-only fits have validation plateaus of up to 1400 iterations
+        before falling again, and energy+force fits still improve slowly at 5000 iterations, so the
+        cap, not the patience, usually ends them (README "Multi-fidelity fits")
     seed : int, initial weights
     piwsl : PIWSLConfig or None, extra Taylor / path-independence loss terms
     cache_bytes : float, memory budget of cached descriptor gradients
@@ -63,22 +72,28 @@ class MLPMultiFidelityConfig:
     Raises
     ------
     MinbasisError
-        Non-positive width or iterations, negative l2, fraction outside [0, 1).
+        Non-positive width or iterations, negative l2, fraction outside [0, 1), unknown activation.
     """
 
-    hidden: int = 32
+    hidden: int = 64
     shared: bool = True
     l2: float = 1e-6
-    max_iter: int = 500
+    max_iter: int = 4000
     validation_fraction: float = 0.1
     validation_seed: int = 0
     validate_every: int = 10
-    patience: int = 10
+    patience: int = 150
     seed: int = 0
     piwsl: object = None
     cache_bytes: float = 2 * 1024**3
+    activation: str = "silu"
 
     def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
+        if int(self.validate_every) < 1 or int(self.patience) < 1:
+            raise MinbasisError(f"validate_every and patience must be >= 1, got {self.validate_every}, "
+                                f"{self.patience}")
         if int(self.hidden) < 1 or int(self.max_iter) < 1:
             raise MinbasisError(f"hidden and max_iter must be >= 1, got {self.hidden}, {self.max_iter}")
         if not (np.isfinite(self.l2) and self.l2 >= 0):
@@ -87,21 +102,18 @@ class MLPMultiFidelityConfig:
             raise MinbasisError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
 
-def _net(W, b, w, bo, x):
-    """One species' network: y (n,), ∂y/∂x (n, F), cache."""
-    a = x @ W + b
-    h = np.tanh(a)
-    d1 = 1.0 - h * h
+def _net(W, b, w, bo, x, activation="tanh"):
+    """One species' network: y (n,), ∂y/∂x (n, F), cache (x, h, φ', φ'')."""
+    h, d1, d2 = _activation(activation, x @ W + b)
     y = h @ w + bo
     dy = (d1 * w) @ W.T
-    return y, dy, (x, h, d1)
+    return y, dy, (x, h, d1, d2)
 
 
 def _net_grads(W, w, cache, ybar, u):
-    """∂/∂(W, b, w, bo) of Σ_i [ybar_i y_i + u_i · ∂y/∂x_i] (one hidden tanh layer)."""
-    x, h, d1 = cache
+    """∂/∂(W, b, w, bo) of Σ_i [ybar_i y_i + u_i · ∂y/∂x_i] (one hidden layer, any activation)."""
+    x, h, d1, d2 = cache
     ad = u @ W  # (n, H)
-    d2 = -2.0 * h * d1
     gw = ybar @ h + np.sum(d1 * ad, axis=0)
     gbo = float(ybar.sum())
     abar = (ybar[:, None] * d1 + ad * d2) * w[None, :]
@@ -120,6 +132,7 @@ class MLPMultiFidelityModel:
     W : (S, C, F, H), b : (S, C, H) hidden layer(s), S = 1 (shared) or K (uncoupled)
     w : (K, C, H), bo : (K, C) heads; mean, std : (C, F); scale : float eV; e0 : (K, C) eV
     info : dict, provenance
+    activation : str, ``"tanh"`` (files written before the option existed) or ``"silu"``
 
     Raises
     ------
@@ -138,8 +151,11 @@ class MLPMultiFidelityModel:
     scale: float
     e0: np.ndarray
     info: dict = field(default_factory=dict)
+    activation: str = "tanh"
 
     def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
         self.fidelities = [str(f) for f in self.fidelities]
         K, C, F = len(self.fidelities), len(self.basis.species), self.basis.n_features
         if K == 0 or len(set(self.fidelities)) != K:
@@ -175,7 +191,7 @@ class MLPMultiFidelityModel:
             idx = np.flatnonzero(ch == c)
             if len(idx):
                 x = (X[idx] - self.mean[c]) / self.std[c]
-                y, dy, _ = _net(self.W[s, c], self.b[s, c], self.w[k, c], self.bo[k, c], x)
+                y, dy, _ = _net(self.W[s, c], self.b[s, c], self.w[k, c], self.bo[k, c], x, self.activation)
                 E[idx] = self.e0[k, c] + self.scale * y
                 g[idx] = self.scale * dy / self.std[c]
         return E, g
@@ -208,7 +224,8 @@ class MLPMultiFidelityModel:
 
     def save(self, path) -> None:
         """Versioned, hashed ``.npz`` (kind ``"mlp-mf"``), written atomically."""
-        write_model_file(path, "mlp-mf", self.basis, self._arrays(), {"fidelities": self.fidelities}, self.info)
+        write_model_file(path, "mlp-mf", self.basis, self._arrays(),
+                         {"fidelities": self.fidelities, "activation": self.activation}, self.info)
 
     @classmethod
     def load(cls, path) -> "MLPMultiFidelityModel":
@@ -224,7 +241,7 @@ class MLPMultiFidelityModel:
         basis, a, hyper, info = read_model_file(path, "mlp-mf", ("W", "b", "w", "bo", "mean", "std", "e0", "scale"))
         try:
             return cls(basis, list(hyper.get("fidelities", [])), a["W"], a["b"], a["w"], a["bo"], a["mean"], a["std"],
-                       float(a["scale"][0]), a["e0"], info)
+                       float(a["scale"][0]), a["e0"], info, activation=hyper.get("activation", "tanh"))
         except (MinbasisError, IndexError) as exc:
             raise FileFormatError(f"{path}: {exc}") from exc
 
@@ -257,13 +274,20 @@ class _Geo:
 
 
 class _Problem:
-    """Loss and gradient over entries (each: geometries, head, labels, weights, optional PIWSL)."""
+    """Loss and gradient over entries (each: geometries, head, labels, weights, optional PIWSL).
 
-    def __init__(self, entries, K, C, F, H, shared, mean, std, scale, e0, l2):
+    The hidden layer of a (geometry set, hidden layer) pair is evaluated once per call and
+    shared by every head that reads it; ∂E/∂B (needed for forces and PIWSL only) is formed only
+    for the heads that need it. Standardised features are cached per geometry set.
+    """
+
+    def __init__(self, entries, K, C, F, H, shared, mean, std, scale, e0, l2, activation="tanh"):
         self.entries, self.K, self.C, self.F, self.H = entries, K, C, F, H
         self.S = 1 if shared else K
         self.mean, self.std, self.scale, self.e0, self.l2 = mean, std, scale, e0, l2
+        self.activation = activation
         self.shapes = [(self.S, C, F, H), (self.S, C, H), (K, C, H), (K, C)]
+        self._rows: dict = {}
 
     def unpack(self, theta):
         out, k = [], 0
@@ -273,31 +297,62 @@ class _Problem:
             k += n
         return out
 
+    def _species_rows(self, geo):
+        """[(atom indices, standardised features) per species] of one geometry set (cached)."""
+        key = id(geo)
+        if key not in self._rows:
+            rows = []
+            for c in range(self.C):
+                idx = np.flatnonzero(geo.ch == c)
+                rows.append((idx, (geo.X[idx] - self.mean[c]) / self.std[c] if len(idx) else None))
+            self._rows[key] = (geo, rows)
+        return self._rows[key][1]
+
     def __call__(self, theta, gradient=True):
         W, b, w, bo = self.unpack(theta)
         gW, gb, gw, gbo = (np.zeros_like(W), np.zeros_like(b), np.zeros_like(w), np.zeros_like(bo))
         total = 0.0
-        evals = {}
+        hidden: dict = {}
+        evals: dict = {}
+        scale = self.scale
+
+        def hid(geo, s):
+            key = (id(geo), s)
+            if key not in hidden:
+                out = []
+                for c, (idx, x) in enumerate(self._species_rows(geo)):
+                    out.append(None if x is None else (idx, x) + _activation(self.activation, x @ W[s, c] + b[s, c]))
+                hidden[key] = (geo, s, out)
+            return hidden[key][2]
 
         def evaluate(geo, k):
             key = (id(geo), k)
             if key not in evals:
                 s = 0 if self.S == 1 else k
                 E_at = np.zeros(len(geo.ch))
-                g = np.zeros_like(geo.X)
-                caches = {}
-                for c in range(self.C):
-                    idx = np.flatnonzero(geo.ch == c)
-                    if len(idx):
-                        x = (geo.X[idx] - self.mean[c]) / self.std[c]
-                        y, dy, cache = _net(W[s, c], b[s, c], w[k, c], bo[k, c], x)
-                        E_at[idx] = self.e0[k, c] + self.scale * y
-                        g[idx] = self.scale * dy / self.std[c]
-                        caches[c] = (idx, cache)
+                for c, t in enumerate(hid(geo, s)):
+                    if t is not None:
+                        E_at[t[0]] = self.e0[k, c] + scale * (t[2] @ w[k, c] + bo[k, c])
                 E = np.bincount(geo.struct, weights=E_at, minlength=len(geo.n))
-                evals[key] = {"geo": geo, "k": k, "E": E, "g": g, "caches": caches, "F": None,
-                              "ybar": np.zeros(len(geo.n)), "gbar": np.zeros_like(geo.X)}
+                evals[key] = {"geo": geo, "k": k, "s": s, "E": E, "g": None, "F": None,
+                              "ybar": np.zeros(len(geo.n)), "gbar": None}
             return evals[key]
+
+        def grad_b(ev):
+            """∂E_i/∂B_i (N, F) of one head."""
+            if ev["g"] is None:
+                geo, k, s = ev["geo"], ev["k"], ev["s"]
+                g = np.zeros_like(geo.X)
+                for c, t in enumerate(hid(geo, s)):
+                    if t is not None:
+                        g[t[0]] = (scale / self.std[c]) * ((t[3] * w[k, c]) @ W[s, c].T)
+                ev["g"] = g
+            return ev["g"]
+
+        def gbar(ev):
+            if ev["gbar"] is None:
+                ev["gbar"] = np.zeros_like(ev["geo"].X)
+            return ev["gbar"]
 
         for e in self.entries:
             k, geo, M = e["k"], e["geo"], len(e["geo"].n)
@@ -310,18 +365,19 @@ class _Problem:
                 ev["ybar"] += 2.0 * r * wE / M
             if e["F"] is not None:
                 if ev["F"] is None:
-                    ev["F"] = geo.forces(ev["g"])
+                    ev["F"] = geo.forces(grad_b(ev))
                 wF = (e["wF"] * wct)[geo.struct][:, None]
                 r = wF * (ev["F"] - e["F"])
                 total += float(np.sum(r * r)) / M
-                ev["gbar"] -= geo.adjoint(2.0 * wF * r / M)
+                if gradient:
+                    gbar(ev)[:] -= geo.adjoint(2.0 * wF * r / M)
             if e.get("piwsl") is not None:
                 p = e["piwsl"]
                 w0 = e["wE"] * wct / geo.n
                 e1, e2 = evaluate(p["g1"], k), evaluate(p["g2"], k)
                 # F(R)·δ = −Σ_i g_i · v_i with v = adjoint(J, δ) fixed
-                proj0 = -np.bincount(geo.struct, weights=np.sum(ev["g"] * p["v1"], axis=1), minlength=M)
-                proj2 = -np.bincount(p["g2"].struct, weights=np.sum(e2["g"] * p["v12"], axis=1), minlength=M)
+                proj0 = -np.bincount(geo.struct, weights=np.sum(grad_b(ev) * p["v1"], axis=1), minlength=M)
+                proj2 = -np.bincount(p["g2"].struct, weights=np.sum(grad_b(e2) * p["v12"], axis=1), minlength=M)
                 for lam, res, parts in ((p["tc"], e1["E"] - ev["E"] + proj0, ((e1, 1.0), (ev, -1.0))),
                                         (p["sc"], e1["E"] - e2["E"] + proj2, ((e1, 1.0), (e2, -1.0)))):
                     if lam <= 0:
@@ -331,25 +387,38 @@ class _Problem:
                     coef = 2.0 * r * np.sqrt(lam) * w0 / M
                     for tgt, sign in parts:
                         tgt["ybar"] += sign * coef
-                    if parts[1][0] is ev:  # Taylor: force term at R
-                        ev["gbar"] -= coef[geo.struct][:, None] * p["v1"]
-                    else:
-                        e2["gbar"] -= coef[p["g2"].struct][:, None] * p["v12"]
+                    if gradient:
+                        if parts[1][0] is ev:  # Taylor: force term at R
+                            gbar(ev)[:] -= coef[geo.struct][:, None] * p["v1"]
+                        else:
+                            gbar(e2)[:] -= coef[p["g2"].struct][:, None] * p["v12"]
         if self.l2 > 0:
             total += self.l2 * (float(np.sum(W * W)) + float(np.sum(w * w)))
         if not gradient:
             return total, None
+        heads: dict = {}
         for ev in evals.values():
-            geo, k = ev["geo"], ev["k"]
-            s = 0 if self.S == 1 else k
-            ybar_at = self.scale * ev["ybar"][geo.struct]
-            for c, (idx, cache) in ev["caches"].items():
-                u = self.scale * ev["gbar"][idx] / self.std[c]
-                a, bb, cc, dd = _net_grads(W[s, c], w[k, c], cache, ybar_at[idx], u)
-                gW[s, c] += a
-                gb[s, c] += bb
-                gw[k, c] += cc
-                gbo[k, c] += dd
+            heads.setdefault((id(ev["geo"]), ev["s"]), []).append(ev)
+        for key, (geo, s, rows) in hidden.items():
+            for c, t in enumerate(rows):
+                if t is None:
+                    continue
+                idx, x, h, d1, d2 = t
+                abar = np.zeros_like(h)
+                for ev in heads.get(key, ()):
+                    k = ev["k"]
+                    ybar = scale * ev["ybar"][geo.struct[idx]]
+                    gw[k, c] += ybar @ h
+                    gbo[k, c] += float(ybar.sum())
+                    abar += ybar[:, None] * d1 * w[k, c]
+                    if ev["gbar"] is not None:
+                        u = (scale / self.std[c]) * ev["gbar"][idx]
+                        ad = u @ W[s, c]
+                        gw[k, c] += np.sum(d1 * ad, axis=0)
+                        abar += ad * d2 * w[k, c]
+                        gW[s, c] += u.T @ (d1 * w[k, c])
+                gW[s, c] += x.T @ abar
+                gb[s, c] += abar.sum(axis=0)
         if self.l2 > 0:
             gW += 2.0 * self.l2 * W
             gw += 2.0 * self.l2 * w
@@ -400,6 +469,12 @@ def fit_mlp_mf(basis: Basis, data: Sequence[FidelityData], config: MLPMultiFidel
                progress: bool = False, init: dict | None = None) -> MLPMultiFidelityModel:
     """Train a multi-fidelity MLP (module docstring) on fidelity-aware data.
 
+    With ``config.shared=False`` (the uncoupled control) every fidelity is trained as its own
+    one-head network — own output scale, own validation split and early stopping, own
+    standardisation — and the networks are assembled into one model (the standardisation is
+    folded exactly into each hidden layer). Nothing is shared, so the high-level head equals the
+    network trained on the high-level data alone (same seed).
+
     Parameters
     ----------
     basis : Basis; data : list of FidelityData (energy and force labels; stress is not used)
@@ -417,11 +492,47 @@ def fit_mlp_mf(basis: Basis, data: Sequence[FidelityData], config: MLPMultiFidel
     LabelError
         No data, or only stress labels. StructureError / SpeciesError for structures.
     """
-    from scipy.optimize import minimize
-
     cfg = config or MLPMultiFidelityConfig()
     if not data:
         raise LabelError("no training data")
+    fids = fidelity_names(data)
+    if not cfg.shared and len(fids) > 1:
+        return _fit_uncoupled(basis, data, cfg, progress, init)
+    return _fit_shared(basis, data, cfg, progress, init)
+
+
+def _fit_uncoupled(basis, data, cfg, progress, init):
+    """Independent one-head networks per fidelity, assembled into one model (see fit_mlp_mf)."""
+    t0 = time.perf_counter()
+    fids = fidelity_names(data)
+    parts = []
+    for f in fids:
+        sub = [d for d in data if d.fidelity == f]
+        parts.append(_fit_shared(basis, sub, replace(cfg, shared=True), progress, init))
+    mean, std = parts[0].mean, parts[0].std
+    scale = parts[0].scale
+    Ws, bs, ws, bos, e0 = [], [], [], [], []
+    for m in parts:
+        # x_m = (B − μ_m)/σ_m = ((B − μ)/σ)·σ/σ_m + (μ − μ_m)/σ_m
+        #   →  W' = (σ/σ_m) W, b' = b + ((μ − μ_m)/σ_m) W
+        r = (std / m.std)[:, :, None]
+        Ws.append(r * m.W[0])
+        bs.append(m.b[0] + np.einsum("cf,cfh->ch", (mean - m.mean) / m.std, m.W[0]))
+        ws.append(m.w[0] * m.scale / scale)
+        bos.append(m.bo[0] * m.scale / scale)
+        e0.append(m.e0[0])
+    info = {"model": "mlp-mf", "shared": False, "hidden": int(cfg.hidden), "activation": cfg.activation,
+            "fit_seconds": time.perf_counter() - t0, "l2": cfg.l2,
+            "piwsl": vars(cfg.piwsl) if cfg.piwsl is not None else None,
+            "per_fidelity": {f: m.info for f, m in zip(fids, parts)},
+            "best_iteration": parts[0].info["best_iteration"], "n_iter": parts[0].info["n_iter"]}
+    return MLPMultiFidelityModel(basis, fids, np.stack(Ws), np.stack(bs), np.stack(ws), np.stack(bos), mean, std,
+                                 scale, np.stack(e0), info, activation=cfg.activation)
+
+
+def _fit_shared(basis, data, cfg, progress, init):
+    from scipy.optimize import minimize
+
     t0 = time.perf_counter()
     fids = fidelity_names(data)
     K, C, F, H = len(fids), len(basis.species), basis.n_features, int(cfg.hidden)
@@ -451,16 +562,15 @@ def fit_mlp_mf(basis: Basis, data: Sequence[FidelityData], config: MLPMultiFidel
     scale = scale if np.isfinite(scale) and scale > 1e-12 else 1.0
     if init is not None:
         scale = float(init["scale"])
-    S = 1 if cfg.shared else K
-    prob = _Problem(train, K, C, F, H, cfg.shared, mean, std, scale, e0, cfg.l2)
-    vprob = _Problem(val, K, C, F, H, cfg.shared, mean, std, scale, e0, 0.0) if val else None
+    prob = _Problem(train, K, C, F, H, True, mean, std, scale, e0, cfg.l2, cfg.activation)
+    vprob = _Problem(val, K, C, F, H, True, mean, std, scale, e0, 0.0, cfg.activation) if val else None
     rng = np.random.default_rng(cfg.seed)
-    theta = np.concatenate([(rng.standard_normal((S, C, F, H)) / np.sqrt(F)).ravel(), np.zeros(S * C * H),
+    theta = np.concatenate([(rng.standard_normal((1, C, F, H)) / np.sqrt(F)).ravel(), np.zeros(C * H),
                             (0.1 * rng.standard_normal((K, C, H)) / np.sqrt(H)).ravel(), np.zeros(K * C)])
     if init is not None:
         W0, b0, w0, bo0 = _Problem([], 1, C, F, H, True, mean, std, scale, e0, 0.0).unpack(np.asarray(init["theta"]))
-        theta = np.concatenate([np.repeat(W0, S, axis=0).ravel(), np.repeat(b0, S, axis=0).ravel(),
-                                np.repeat(w0, K, axis=0).ravel(), np.repeat(bo0, K, axis=0).ravel()])
+        theta = np.concatenate([W0.ravel(), b0.ravel(), np.repeat(w0, K, axis=0).ravel(),
+                                np.repeat(bo0, K, axis=0).ravel()])
     best = {"val": np.inf, "theta": theta.copy(), "it": 0, "since": 0}
     history = []
     state = {"it": 0}
@@ -489,14 +599,19 @@ def fit_mlp_mf(basis: Basis, data: Sequence[FidelityData], config: MLPMultiFidel
     res = minimize(lambda th: prob(th), theta, jac=True, method="L-BFGS-B", callback=callback,
                    options={"maxiter": cfg.max_iter, "maxfun": 2 * cfg.max_iter + 20, "maxcor": 20, "ftol": 1e-14,
                             "gtol": 1e-10})
-    if best["since"] < cfg.patience:
+    stopped = best["since"] >= cfg.patience
+    if not stopped and (not history or history[-1]["iteration"] != state["it"]):
         check(np.asarray(res.x), float(res.fun))
     W, b, w, bo = prob.unpack(best["theta"])
-    info = {"model": "mlp-mf", "shared": bool(cfg.shared), "hidden": H, "history": history,
-            "best_iteration": int(best["it"]), "n_iter": int(state["it"]), "fit_seconds": time.perf_counter() - t0,
+    info = {"model": "mlp-mf", "shared": True, "hidden": H, "activation": cfg.activation, "history": history,
+            "best_iteration": int(best["it"]), "n_iter": int(state["it"]), "stopped_early": bool(stopped),
+            "message": "early stopping" if stopped else str(res.message), "fit_seconds": time.perf_counter() - t0,
             "piwsl": vars(cfg.piwsl) if cfg.piwsl is not None else None, "l2": cfg.l2,
+            "seed": int(cfg.seed), "validation_seed": int(cfg.validation_seed),
+            "max_iter": int(cfg.max_iter), "patience": int(cfg.patience), "validate_every": int(cfg.validate_every),
             "n_train": [len(s[1]) for s in splits], "n_validation": [len(s[0]) for s in splits]}
-    return MLPMultiFidelityModel(basis, fids, W.copy(), b.copy(), w.copy(), bo.copy(), mean, std, scale, e0, info)
+    return MLPMultiFidelityModel(basis, fids, W.copy(), b.copy(), w.copy(), bo.copy(), mean, std, scale, e0, info,
+                                 activation=cfg.activation)
 
 
 def reptile_pretrain(basis: Basis, levels: Sequence[FidelityData], config: MLPMultiFidelityConfig | None = None,
@@ -555,7 +670,7 @@ def reptile_pretrain(basis: Basis, levels: Sequence[FidelityData], config: MLPMu
         e0 = np.zeros((1, C))
         if e["E"] is not None:
             e0[0] = fit_e0(e["geo"].ds.atoms_list, e["geo"].ch, e["E"], C)
-        objs.append(_Problem(ents, 1, C, F, H, True, mean, std, scale, e0, cfg.l2))
+        objs.append(_Problem(ents, 1, C, F, H, True, mean, std, scale, e0, cfg.l2, cfg.activation))
     rng = np.random.default_rng(cfg.seed)
     theta = np.concatenate([(rng.standard_normal((1, C, F, H)) / np.sqrt(F)).ravel(), np.zeros(C * H),
                             (0.1 * rng.standard_normal((1, C, H)) / np.sqrt(H)).ravel(), np.zeros(C)])

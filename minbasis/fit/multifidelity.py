@@ -20,12 +20,16 @@ and one (C·F)² Cholesky factorisation per hyper-parameter pair::
     S c_ref = Σ_f (b_f − G_f (G_f + r_d)⁻¹ b_f),   S = r_c I + Σ_f G_f r_d (G_f + r_d)⁻¹
     d_f = (G_f + r_d)⁻¹ (b_f − G_f c_ref),         b_f = A_fᵀ y_f
 
-**Regularisation is chosen automatically by Bayesian evidence** (MacKay 1992): with a shared
-noise precision β and Gaussian priors c_ref ~ N(0, (β r_c)⁻¹), d_f ~ N(0, (β r_d)⁻¹), the
-log marginal likelihood with β at its optimum is ½ log|R| − ½ log|N| − (n/2) log E(θ̂)
-(R = prior precision/β, N = BᵀB + R, E = residual + penalty); log|N| = Σ_f log|G_f + r_d I|
-+ log|S|. It is maximised over a log grid of (r_c, r_d) by a memoised neighbourhood ascent
-(steps of one decade, then a third). r_d → ∞ gives the *pooled* fit (all fidelities share one
+**Regularisation and noise levels are chosen automatically by Bayesian evidence** (MacKay
+1992): with noise precision β_f = ω_f β for the rows of fidelity f and Gaussian priors
+c_ref ~ N(0, (β r_c)⁻¹), d_f ~ N(0, (β r_d)⁻¹), the log marginal likelihood with β at its
+optimum is ½ log|R| − ½ log|N| − (n/2) log E(θ̂) + Σ_f (n_f/2) log ω_f (R = prior
+precision/β, N = Σ_f ω_f B_fᵀB_f + R, E = ω-weighted residual + penalty, n_f rows of fidelity
+f); log|N| = Σ_f log|ω_f G_f + r_d I| + log|S|. ω of the first fidelity is 1 (only ratios are
+identifiable); ``noise="per_fidelity"`` (default) chooses the other ω_f, so a noisy or badly
+learnable fidelity is down-weighted instead of forcing its ridge onto the others;
+``noise="shared"`` keeps all ω_f = 1 (one noise level). Everything is maximised over a log
+grid of (r_c, r_d, ω) by a memoised neighbourhood ascent (steps of one decade, then a third). r_d → ∞ gives the *pooled* fit (all fidelities share one
 coefficient vector, each its own E0); ``coupling="none"`` fits each fidelity on its own (the
 uncoupled control: with a fixed descriptor nothing is shared, so low-level forces cannot help
 the high level).
@@ -70,6 +74,7 @@ __all__ = ["DesignRows", "design_rows", "FidelityBlock", "block_from_rows", "fid
            "COUPLINGS"]
 
 COUPLINGS = ("delta", "none", "pooled")
+NOISE_MODELS = ("per_fidelity", "shared")
 
 
 # -- raw design rows ----------------------------------------------------------------------------------
@@ -361,7 +366,13 @@ def _scaled(blocks: Sequence[FidelityBlock]):
 
 
 class _DeltaProblem:
-    """The Δ-coupled problem in scaled, active coordinates; evaluates solutions and evidence."""
+    """The Δ-coupled problem in scaled, active coordinates; evaluates solutions and evidence.
+
+    ``omega`` (one relative noise precision per fidelity, ω_f = β_f/β) multiplies that fidelity's
+    rows' Gram matrix, right-hand side and residual; ω = 1 everywhere is the shared-noise problem.
+    Since ω_f G_f r_d (ω_f G_f + r_d)⁻¹ = ω_f · G_f t (G_f + t)⁻¹ with t = r_d/ω_f, each fidelity's
+    eliminated block is cached per t (one eigendecomposition per fidelity, one P³ product per t).
+    """
 
     def __init__(self, blocks: Sequence[FidelityBlock], with_d: Sequence[bool]):
         self.blocks = list(blocks)
@@ -371,42 +382,55 @@ class _DeltaProblem:
         self.G = [b.G[np.ix_(a, a)] / np.outer(s, s) for b in blocks]
         self.b = [b.b[a] / s for b in blocks]
         self.yy = [b.yy for b in blocks]
-        self.n = sum(b.n_rows for b in blocks)
+        self.n_f = [b.n_rows for b in blocks]
+        self.n = sum(self.n_f)
         self.with_d = list(with_d)
         self.P = int(a.sum())
         self._eig: dict[int, _Eig] = {}
-        self._M: dict[float, tuple] = {}
+        self._part: dict = {}
 
     def eig(self, f: int) -> _Eig:
         if f not in self._eig:
             self._eig[f] = _Eig(self.G[f])
         return self._eig[f]
 
-    def reduced(self, r_d: float):
-        """(Σ_f M_f(r_d), Σ_f rhs_f(r_d), Σ_f log|G_f + r_d|) with the d_f eliminated."""
-        if r_d not in self._M:
-            P = self.P
-            M = np.zeros((P, P))
-            rhs = np.zeros(P)
-            logdet = 0.0
-            for f in range(len(self.blocks)):
-                if not self.with_d[f] or not np.isfinite(r_d):
-                    M += self.G[f]
-                    rhs += self.b[f]
-                    continue
-                e = self.eig(f)
-                h = e.g * r_d / (e.g + r_d)
-                M += (e.L * h) @ e.L.T
-                rhs += self.b[f] - e.L @ ((e.g / (e.g + r_d)) * (e.L.T @ self.b[f]))
-                logdet += e.logdet_plus(r_d)
-            self._M = {r_d: (M, rhs, logdet)} if len(self._M) > 8 else {**self._M, r_d: (M, rhs, logdet)}
-        return self._M[r_d]
+    def part(self, f: int, t: float):
+        """(G_f t (G_f + t)⁻¹, b_f − G_f (G_f + t)⁻¹ b_f, log|G_f + t|) of fidelity f (cached)."""
+        key = (f, t)
+        if key not in self._part:
+            e = self.eig(f)
+            h = e.g * t / (e.g + t)
+            M = (e.L * h) @ e.L.T
+            rhs = self.b[f] - e.L @ ((e.g / (e.g + t)) * (e.L.T @ self.b[f]))
+            if len(self._part) >= 10:
+                self._part.pop(next(iter(self._part)))
+            self._part[key] = (M, rhs, e.logdet_plus(t))
+        return self._part[key]
 
-    def solve(self, r_c: float, r_d: float):
+    def reduced(self, r_d: float, omega=None):
+        """(Σ_f M_f, Σ_f rhs_f, Σ_f log|ω_f G_f + r_d|) with the d_f eliminated."""
+        omega = np.ones(len(self.blocks)) if omega is None else omega
+        M = np.zeros((self.P, self.P))
+        rhs = np.zeros(self.P)
+        logdet = 0.0
+        for f in range(len(self.blocks)):
+            w = float(omega[f])
+            if not self.with_d[f] or not np.isfinite(r_d):
+                M += w * self.G[f]
+                rhs += w * self.b[f]
+                continue
+            Mf, rf, ld = self.part(f, r_d / w)
+            M += w * Mf
+            rhs += w * rf
+            logdet += ld + self.P * np.log(w)
+        return M, rhs, logdet
+
+    def solve(self, r_c: float, r_d: float, omega=None):
         """(c_ref (P,), d list of (P,) or None per fidelity, log evidence) in scaled coordinates."""
         import scipy.linalg
 
-        M, rhs, logdet_d = self.reduced(r_d)
+        omega = np.ones(len(self.blocks)) if omega is None else np.asarray(omega, dtype=float)
+        M, rhs, logdet_d = self.reduced(r_d, omega)
         S = M + r_c * np.eye(self.P)
         try:
             cf = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
@@ -419,16 +443,18 @@ class _DeltaProblem:
         n_d = 0
         for f in range(len(self.blocks)):
             if self.with_d[f] and np.isfinite(r_d):
-                d = self.eig(f).apply_inv_plus(self.b[f] - self.G[f] @ c, r_d)
+                d = self.eig(f).apply_inv_plus(self.b[f] - self.G[f] @ c, r_d / omega[f])
                 E += r_d * float(d @ d)
                 n_d += 1
             else:
                 d = None
             ds.append(d)
             cf_ = c + (d if d is not None else 0.0)
-            E += self.yy[f] - 2.0 * float(cf_ @ self.b[f]) + float(cf_ @ (self.G[f] @ cf_))
+            E += omega[f] * (self.yy[f] - 2.0 * float(cf_ @ self.b[f]) + float(cf_ @ (self.G[f] @ cf_)))
         E = max(E, 1e-300)
+        self.last_E = E
         logev = 0.5 * self.P * np.log(r_c) - 0.5 * logdet_S - 0.5 * self.n * np.log(E)
+        logev += 0.5 * float(np.sum(np.asarray(self.n_f) * np.log(omega)))
         if n_d:
             logev += 0.5 * n_d * self.P * np.log(r_d) - 0.5 * logdet_d
         return c, ds, float(logev)
@@ -439,28 +465,41 @@ class _DeltaProblem:
         return out
 
 
-def _ascent(fun, start: tuple[float, float], steps=(1.0, 1.0 / 3.0), bounds=((-12, 6), (-12, 10)), fixed=(False, False)):
-    """Maximise fun(log10 x, log10 y) on a grid by memoised neighbourhood ascent."""
+def _ascent(fun, start: Sequence[float], steps=(1.0, 1.0 / 3.0), bounds=None, fixed=None):
+    """Maximise fun(*10**p) over p on a log grid by memoised neighbourhood ascent.
+
+    The first two coordinates (r_c, r_d) move together (3×3 neighbourhood); every further
+    coordinate (a log noise-precision ratio) moves on its own axis."""
+    D = len(start)
+    bounds = list(bounds or ((-12, 6), (-12, 10))) + [(-8.0, 8.0)] * (D - 2)
+    fixed = list(fixed or (False,) * 2) + [False] * (D - len(fixed or (False,) * 2))
     memo: dict = {}
 
     def val(p):
-        key = (round(p[0], 6), round(p[1], 6))
+        key = tuple(round(x, 6) for x in p)
         if key not in memo:
-            memo[key] = fun(10.0 ** key[0], 10.0 ** key[1])
+            memo[key] = fun(*(10.0 ** np.asarray(key)))
         return memo[key]
 
-    cur = start
+    cur = tuple(float(x) for x in start)
     for step in steps:
+        moves = [(dx, dy) + (0.0,) * (D - 2) for dx in ((0.0,) if fixed[0] else (-step, 0.0, step))
+                 for dy in ((0.0,) if fixed[1] else (-step, 0.0, step))]
+        for j in range(2, D):
+            if not fixed[j]:
+                for sgn in (-step, step):
+                    mv = [0.0] * D
+                    mv[j] = sgn
+                    moves.append(tuple(mv))
         while True:
             best, best_v = cur, val(cur)
-            for dx in ((0,) if fixed[0] else (-step, 0, step)):
-                for dy in ((0,) if fixed[1] else (-step, 0, step)):
-                    p = (cur[0] + dx, cur[1] + dy)
-                    if not (bounds[0][0] <= p[0] <= bounds[0][1] and bounds[1][0] <= p[1] <= bounds[1][1]):
-                        continue
-                    v = val(p)
-                    if v > best_v + 1e-9:
-                        best, best_v = p, v
+            for mv in moves:
+                p = tuple(c + m for c, m in zip(cur, mv))
+                if not all(lo <= x <= hi for x, (lo, hi) in zip(p, bounds)):
+                    continue
+                v = val(p)
+                if v > best_v + 1e-9:
+                    best, best_v = p, v
             if best == cur:
                 break
             cur = best
@@ -468,13 +507,20 @@ def _ascent(fun, start: tuple[float, float], steps=(1.0, 1.0 / 3.0), bounds=((-1
 
 
 def _single_evidence(G: np.ndarray, b: np.ndarray, yy: float, n: int):
-    """Ridge with evidence-optimal strength on one scaled Gram system: (coef, r, log evidence)."""
+    """Ridge with evidence-optimal strength on one scaled Gram system: (coef, r, log evidence).
+
+    The residual-plus-penalty at the optimum, E(r) = yy − Σ β²/(g + r), is evaluated as
+    E⊥ + Σ β² r / (g (g + r)) with E⊥ = max(yy − Σ β²/g, 0) (the part of y outside the range of
+    the rows): written as one difference it cancels to round-off, and can even turn negative,
+    when the rows can interpolate the targets (few energies, or a prior mean that nearly fits
+    them), which used to send the evidence to the bottom of the ridge grid."""
     e = _Eig(G)
     beta = e.L.T @ b
     grid = 10.0 ** np.arange(-12.0, 6.01, 0.05)
     best = None
+    e_perp = max(yy - float(np.sum(beta**2 / e.g)), 0.0)
     for r in grid:
-        E = max(yy - float(np.sum(beta**2 / (e.g + r))), 1e-300)
+        E = max(e_perp + float(np.sum(beta**2 * r / (e.g * (e.g + r)))), 1e-300)
         lev = 0.5 * float(np.sum(np.log(r) - np.log(e.g + r))) - 0.5 * n * np.log(E)
         if best is None or lev > best[1]:
             best = (r, lev)
@@ -489,8 +535,8 @@ def _e0(block: FidelityBlock, coef: np.ndarray, C: int) -> np.ndarray:
     return np.linalg.lstsq(block.counts, resid, rcond=None)[0]
 
 
-def solve_delta(blocks: Sequence[FidelityBlock], r_c: float, r_d: float, anchor: str | None = None
-                ) -> tuple[np.ndarray, np.ndarray, float]:
+def solve_delta(blocks: Sequence[FidelityBlock], r_c: float, r_d: float, anchor: str | None = None,
+                noise_weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Solve the Δ-coupled problem for given ridge strengths (on unit-RMS columns).
 
     Parameters
@@ -498,13 +544,14 @@ def solve_delta(blocks: Sequence[FidelityBlock], r_c: float, r_d: float, anchor:
     blocks : list of FidelityBlock (K fidelities, P columns)
     r_c, r_d : float > 0; r_d = ``np.inf`` forces d_f = 0 (one pooled coefficient vector)
     anchor : fidelity name whose d is fixed to 0 (c_anchor = c_ref), or None
+    noise_weights : relative noise precision ω_f of each block (default all 1: shared noise)
 
     Returns
     -------
     coefs : (K, P) c_f = c_ref + d_f (unscaled); c_ref : (P,); log evidence (float)
     """
     prob = _DeltaProblem(blocks, [b.fidelity != anchor for b in blocks])
-    c, ds, lev = prob.solve(r_c, r_d)
+    c, ds, lev = prob.solve(r_c, r_d, noise_weights)
     if c is None:
         raise MinbasisError("the Δ-coupled normal equations are singular; increase r_c")
     P = blocks[0].G.shape[0]
@@ -514,7 +561,7 @@ def solve_delta(blocks: Sequence[FidelityBlock], r_c: float, r_d: float, anchor:
 
 def fit_blocks(blocks: Sequence[FidelityBlock], coupling: str = "delta", r_c: float | None = None,
                r_d: float | None = None, anchor: str | None = None, prior: dict | None = None,
-               n_channels: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
+               n_channels: int = 1, noise: str = "per_fidelity") -> tuple[np.ndarray, np.ndarray, dict]:
     """Fit coefficients for every fidelity from its normal-equation block.
 
     Parameters
@@ -528,10 +575,14 @@ def fit_blocks(blocks: Sequence[FidelityBlock], coupling: str = "delta", r_c: fl
     prior : {fidelity: (P,) prior mean} — with ``"none"``, fit that fidelity by ridge towards it
         (meta-learned prior; :func:`fit_linear_prior`)
     n_channels : C, for the E0 recovery
+    noise : with ``"delta"``/``"pooled"``: ``"per_fidelity"`` (default; every fidelity f has its
+        own noise precision β_f = ω_f β, the ratios ω_f chosen by evidence together with r_c, r_d,
+        ω of the first block fixed to 1) or ``"shared"`` (one noise level for all fidelities)
 
     Returns
     -------
-    coefs : (K, P); e0 : (K, C) eV; info : dict (chosen r_c, r_d, log evidence, per-fidelity info)
+    coefs : (K, P); e0 : (K, C) eV; info : dict (chosen r_c, r_d, log evidence, noise weights ω_f
+        and residual noise RMS per fidelity in weighted-row units, per-fidelity info)
 
     Raises
     ------
@@ -540,6 +591,8 @@ def fit_blocks(blocks: Sequence[FidelityBlock], coupling: str = "delta", r_c: fl
     """
     if coupling not in COUPLINGS:
         raise MinbasisError(f"unknown coupling {coupling!r}; choose one of {COUPLINGS}")
+    if noise not in NOISE_MODELS:
+        raise MinbasisError(f"unknown noise model {noise!r}; choose one of {NOISE_MODELS}")
     for name, v in (("r_c", r_c), ("r_d", r_d)):
         if v is not None and not (v > 0):
             raise MinbasisError(f"{name} must be > 0 (np.inf allowed for r_d), got {v}")
@@ -573,25 +626,33 @@ def fit_blocks(blocks: Sequence[FidelityBlock], coupling: str = "delta", r_c: fl
         prob = _DeltaProblem(blocks, [b.fidelity != anchor for b in blocks])
         if coupling == "pooled":
             r_d = np.inf
-        if r_c is not None and r_d is not None:
-            c, ds, lev = prob.solve(r_c, r_d)
-            chosen = (r_c, r_d)
+        K = len(blocks)
+        n_free = K - 1 if noise == "per_fidelity" else 0
+
+        def omega_of(rest):
+            return np.concatenate([[1.0], np.asarray(rest, dtype=float)]) if n_free else np.ones(K)
+
+        if r_c is not None and r_d is not None and not n_free:
+            chosen, omega = (r_c, r_d), np.ones(K)
         else:
-            def fun(rc, rd):
-                return prob.solve(rc, rd)[2]
-            if r_d is not None and not np.isfinite(r_d):
-                (lc, _), memo = _ascent(lambda rc, _rd: prob.solve(rc, np.inf)[2], (-4.0, 0.0), fixed=(False, True))
-                chosen = (10.0 ** lc, np.inf)
-            else:
-                start = (np.log10(r_c) if r_c else -4.0, np.log10(r_d) if r_d else 0.0)
-                (lc, ld), memo = _ascent(fun, start, fixed=(r_c is not None, r_d is not None))
-                chosen = (10.0 ** lc, 10.0 ** ld)
+            inf_d = r_d is not None and not np.isfinite(r_d)
+            start = (np.log10(r_c) if r_c else -4.0, 0.0 if (r_d is None or inf_d) else np.log10(r_d)) + (0.0,) * n_free
+
+            def fun(rc, rd, *rest):
+                return prob.solve(rc, np.inf if inf_d else rd, omega_of(rest))[2]
+
+            best, memo = _ascent(fun, start, fixed=(r_c is not None, r_d is not None))
+            chosen = (10.0 ** best[0], np.inf if inf_d else 10.0 ** best[1])
+            omega = omega_of(10.0 ** np.asarray(best[2:]))
             info["evidence_evaluations"] = len(memo)
-            c, ds, lev = prob.solve(*chosen)
+        c, ds, lev = prob.solve(chosen[0], chosen[1], omega)
         if c is None:
             raise MinbasisError("the Δ-coupled normal equations are singular; increase r_c")
         coefs = np.array([prob.unscale(c + (d if d is not None else 0.0), P) for d in ds])
-        info.update(r_c=float(chosen[0]), r_d=float(chosen[1]), log_evidence=lev, anchor=anchor,
+        sigma2 = prob.last_E / max(prob.n, 1)  # 1/β at the optimum
+        info.update(r_c=float(chosen[0]), r_d=float(chosen[1]), log_evidence=lev, anchor=anchor, noise=noise,
+                    noise_weights={b.fidelity: float(w) for b, w in zip(blocks, omega)},
+                    noise_rms={b.fidelity: float(np.sqrt(sigma2 / w)) for b, w in zip(blocks, omega)},
                     d_norm_ratio={b.fidelity: (float(np.linalg.norm(d) / max(np.linalg.norm(c), 1e-300))
                                                if d is not None else 0.0) for b, d in zip(blocks, ds)})
     e0 = np.array([_e0(blk, coefs[k], n_channels) for k, blk in enumerate(blocks)])
@@ -702,7 +763,8 @@ class MultiFidelityModel:
 
 def fit_linear_mf(basis: Basis, data: Sequence[FidelityData], *, coupling: str = "delta",
                   r_c: float | None = None, r_d: float | None = None, anchor: str | None = None,
-                  piwsl: PIWSLConfig | None = None, progress: bool = False) -> MultiFidelityModel:
+                  piwsl: PIWSLConfig | None = None, noise: str = "per_fidelity",
+                  progress: bool = False) -> MultiFidelityModel:
     """Fit a multi-fidelity linear ACE model (module docstring) to fidelity-aware training data.
 
     Parameters
@@ -713,6 +775,7 @@ def fit_linear_mf(basis: Basis, data: Sequence[FidelityData], *, coupling: str =
     r_c, r_d : ridge strengths on unit-RMS columns; None (default) chooses them by evidence
     anchor : fidelity whose correction d is fixed to 0 (default: none)
     piwsl : add PIWSL rows (:class:`PIWSLConfig`) for every entry with energies
+    noise : ``"per_fidelity"`` (default: one evidence-chosen noise level per fidelity) or ``"shared"``
 
     Returns
     -------
@@ -732,7 +795,7 @@ def fit_linear_mf(basis: Basis, data: Sequence[FidelityData], *, coupling: str =
     if anchor is not None and anchor not in order:
         raise MinbasisError(f"anchor {anchor!r} is not a training fidelity; known: {order}")
     coefs, e0, info = fit_blocks(blocks, coupling=coupling, r_c=r_c, r_d=r_d, anchor=anchor,
-                                 n_channels=len(basis.species))
+                                 n_channels=len(basis.species), noise=noise)
     info.update(fit_seconds=time.perf_counter() - t0,
                 piwsl=(vars(piwsl) if piwsl is not None else None),
                 data=[{"fidelity": d.fidelity, "n_structures": len(d.structures), "energy_key": d.energy_key,
