@@ -11,7 +11,7 @@ from ase import Atoms
 from .basis import Basis
 from .errors import MinbasisError
 from .kernels import as_atoms_list, build_batch, features
-from .kernels.evaluate import sample_gradients
+from .kernels.evaluate import sample_gradients, sample_keys
 
 __all__ = ["describe", "Descriptors", "iter_batches"]
 
@@ -133,24 +133,53 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     F = plan.n_features
     bytes_per_pair = (3 * F * 8 * ((1.5 if strain_gradients else 1.0) if gradients else 0.0)) + 64
     budget = GRADIENT_BATCH_BYTES if gradients else 256 * 1024**2
-    xs, samples, grads, strains, ptr = [], [], [], [], [0]
-    offset = 0
-    for _, _, batch in iter_batches(atoms_list, basis, budget, bytes_per_pair, "describe" if progress else None):
-        if gradients:
-            X, smp, G, S = sample_gradients(plan, batch, strain=strain_gradients)
-            samples.append(smp + offset)
-            grads.append(G)
-            strains.append(S)
-        else:
-            X, _ = features(plan, batch)
-        xs.append(X)
-        ptr.extend((batch.atom_ptr[1:] + offset).tolist())
-        offset += batch.n_atoms
-    X = _join(xs)
     if not gradients:
-        return X
-    return Descriptors(features=X, gradient_samples=_join(samples), position_gradients=_join(grads),
-                       strain_gradients=_join(strains) if strain_gradients else None,
+        xs, ptr, offset = [], [0], 0
+        for _, _, batch in iter_batches(atoms_list, basis, budget, bytes_per_pair, "describe" if progress else None):
+            xs.append(features(plan, batch)[0])
+            ptr.extend((batch.atom_ptr[1:] + offset).tolist())
+            offset += batch.n_atoms
+        return _join(xs)
+    # gradients: count the samples of every neighbour batch first (neighbour lists are cheap next to
+    # the Jacobian), allocate the outputs once and let each batch write into its slices, so that the
+    # peak memory is one copy of the result, not the batches plus their concatenation
+    ranges, counts = [], []
+    for start, chunk, batch in iter_batches(atoms_list, basis, budget, bytes_per_pair):
+        ranges.append((start, start + len(chunk)))
+        counts.append((batch.n_atoms, len(sample_keys(batch)[0])))
+        if len(ranges) == 1 and start + len(chunk) == len(atoms_list):
+            X, smp, G, S = sample_gradients(plan, batch, strain=strain_gradients)  # one batch: no copies at all
+            return Descriptors(features=X, gradient_samples=smp, position_gradients=G, strain_gradients=S,
+                               atom_ptr=np.asarray(batch.atom_ptr, dtype=np.int64))
+    n_atoms = sum(c[0] for c in counts)
+    n_samples = sum(c[1] for c in counts)
+    X = np.zeros((n_atoms, F))
+    G = np.zeros((n_samples, 3, F))
+    S = np.zeros((n_atoms, 3, 3, F)) if strain_gradients else None
+    samples = np.empty((n_samples, 2), dtype=np.int64)
+    ptr = [0]
+    a0 = s0 = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(atoms_list), desc="describe", unit="structure", leave=False)
+    try:
+        for (start, stop), (na, ns) in zip(ranges, counts):
+            chunk = atoms_list[start:stop]
+            batch = build_batch(chunk, plan.species, plan.numbers, plan.r_cut)
+            out = (X[a0:a0 + na], G[s0:s0 + ns], S[a0:a0 + na] if S is not None else None)
+            _, smp, _, _ = sample_gradients(plan, batch, strain=strain_gradients, out=out)
+            samples[s0:s0 + ns] = smp + a0
+            ptr.extend((batch.atom_ptr[1:] + a0).tolist())
+            a0 += na
+            s0 += ns
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return Descriptors(features=X, gradient_samples=samples, position_gradients=G, strain_gradients=S,
                        atom_ptr=np.asarray(ptr, dtype=np.int64))
 
 

@@ -319,6 +319,29 @@ def test_describe_gradient_batches(monkeypatch, ethanol, hco_cell, hco_basis):
         ref = getattr(full, field)
         np.testing.assert_allclose(getattr(split, field), ref, rtol=0, atol=1e-13 * np.abs(ref).max(), err_msg=field)
     np.testing.assert_array_equal(full.atom_ptr, np.cumsum([0] + [len(a) for a in structures]))
+    no_strain = mb.describe(structures, hco_basis, gradients=True)
+    assert no_strain.strain_gradients is None
+    np.testing.assert_array_equal(no_strain.position_gradients, split.position_gradients)
+
+
+def test_describe_gradient_batches_hold_one_copy(monkeypatch, ethanol, hco_basis):
+    """Many neighbour batches are written into one preallocated result: the peak memory is about
+    one copy of the result (the batches are not concatenated at the end)."""
+    import importlib
+    import tracemalloc
+
+    describe_module = importlib.import_module("minbasis.describe")
+    structures = [ethanol] * 12
+    mb.describe(structures[:1], hco_basis, gradients=True)  # compile outside the trace
+    monkeypatch.setattr(describe_module, "GRADIENT_BATCH_BYTES", 1)  # one structure per batch
+    tracemalloc.start()
+    try:
+        d = mb.describe(structures, hco_basis, gradients=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    result = d.features.nbytes + d.position_gradients.nbytes + d.gradient_samples.nbytes
+    assert peak <= 1.3 * result, f"peak {peak / 1e6:.1f} MB for a {result / 1e6:.1f} MB result"
 
 
 def test_describe_batches_structures(ethanol, hco_cell, hco_basis):

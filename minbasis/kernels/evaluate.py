@@ -25,9 +25,22 @@ def features(plan: EvaluationPlan, batch: Batch, gradients: bool = False) -> tup
     return X, (J if gradients else None)
 
 
-def sample_gradients(plan: EvaluationPlan, batch: Batch, strain: bool = False
+def sample_keys(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique (centre i, atom k) sample keys i·N + k of a batch (every i has k = i), and
+    the inverse map of its P pair keys followed by its N self keys."""
+    N = batch.n_atoms
+    P = len(batch.pair_i)
+    keys = np.concatenate([batch.pair_i * N + batch.pair_j, np.arange(N) * (N + 1)])
+    return np.unique(keys, return_inverse=True)
+
+
+def sample_gradients(plan: EvaluationPlan, batch: Batch, strain: bool = False, out: tuple | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Features with gradients per (centre i, atom k) sample, reduced inside the kernel.
+
+    ``out`` = (X, G, S): zero-filled arrays of the shapes below to write into (for example
+    slices of larger arrays, so that a caller assembling many batches never holds two copies);
+    by default they are allocated.
 
     Returns
     -------
@@ -38,18 +51,25 @@ def sample_gradients(plan: EvaluationPlan, batch: Batch, strain: bool = False
     """
     N = batch.n_atoms
     P = len(batch.pair_i)
-    keys = np.concatenate([batch.pair_i * N + batch.pair_j, np.arange(N) * (N + 1)])
-    uniq, inv = np.unique(keys, return_inverse=True)
-    X, G, S = _run_features(plan, batch, True, inv[:P], inv[P:], len(uniq), strain)
+    uniq, inv = sample_keys(batch)
+    X, G, S = _run_features(plan, batch, True, inv[:P], inv[P:], len(uniq), strain, out)
     samples = np.stack([uniq // N, uniq % N], axis=1).astype(np.int64)
     return X, samples, G, (S if strain else None)
 
 
-def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, strain):
+def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, strain, out=None):
     F = plan.n_features
-    X = np.zeros((batch.n_atoms, F))
-    G = np.zeros((n_samples if gradients else 0, 3, F))
-    S = np.zeros((batch.n_atoms if strain else 0, 3, 3, F))
+    if out is None:
+        X = np.zeros((batch.n_atoms, F))
+        G = np.zeros((n_samples if gradients else 0, 3, F))
+        S = np.zeros((batch.n_atoms if strain else 0, 3, 3, F))
+    else:
+        X, G, S = out
+        if strain and S is None:
+            raise ValueError("out must hold a strain array when strain=True")
+        S = S if strain else np.zeros((0, 3, 3, F))
+        if X.shape != (batch.n_atoms, F) or G.shape != (n_samples, 3, F) or (strain and S.shape != (batch.n_atoms, 3, 3, F)):
+            raise ValueError("out arrays have the wrong shapes for this batch")
     ace_features(batch.centre_ptr, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
                  plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
                  plan.t_coef, plan.t_feat,
