@@ -28,10 +28,9 @@ just before them, with the peak first reset through ``/proc/self/clear_refs`` so
 peaks (imports, compilation) cannot hide it (tracemalloc does not see Numba's allocations).
 
 Out-of-memory guard: with gradients the gradient array alone is about pairs × 3 × F × 8
-bytes (one row per (centre, neighbour) sample, written directly by the kernel); the measured
-peak is ≈ 1.0 times that array when the structures fit one neighbour batch and ≈ 2.0 when
-``describe`` concatenates several batches (ethanol / pace: 20 GB for a 10 GB array), so 2.2
-is assumed. A case is skipped, and recorded as
+bytes (one row per (centre, neighbour) sample, written directly by the kernel into the
+result, which is allocated once for all neighbour batches); the peak is ≈ 1.0 times that
+array (1.5 is assumed; before that change it was 2× for inputs that need several batches). A case is skipped, and recorded as
 skipped with its reason, when the array exceeds ``--max-grad-gb`` (default 8) or the
 predicted peak exceeds 90 % of the memory available when the case starts.
 
@@ -66,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 R_CUT = 5.0
 CRYSTAL_SEED = 42
-GRAD_PEAK_FACTOR = 2.2  # describe(gradients=True) peak ≈ this × the gradient array (measured 1.0 for one neighbour batch, 2.0 for ethanol/pace: the batches are concatenated)
+GRAD_PEAK_FACTOR = 1.5  # describe(gradients=True) peak ≈ this × the gradient array (measured ≈ 1.0: the result is allocated once)
 
 BASES = {
     "pace": dict(n_max=[8, 8, 3], l_max=[0, 6, 3], order=3, minimal=False),
