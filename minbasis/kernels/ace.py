@@ -115,29 +115,32 @@ def _term_partials(t, o, t_idx, A, part):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def _contract_values(T, t_order, t_idx, t_coef, t_feat, A, X, i):  # pragma: no cover
-    """X[i, t_feat[t]] += t_coef[t] Π_k A[t_idx[t, k]] for all terms (unrolled for 1–4 factors).
+def _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, i):  # pragma: no cover
+    """X[i, t_feat[t]] += t_coef[t] Π_k A[t_idx[t, k]] for all terms.
 
-    The terms of a feature are contiguous in the plan, so each feature is summed in registers
-    (two alternating accumulators, which halves the add-latency chain) and stored once."""
+    With ``packed`` the indices come from ``t_pack`` (four 16-bit indices per term, terms sorted
+    by order, ``o_ptr`` the order blocks): one load per term; otherwise from ``t_idx``. The terms
+    of a feature are contiguous within an order, so each feature is summed in registers (two
+    alternating accumulators, which halves the add-latency chain) and stored once."""
     if T == 0:
         return
+    m = np.int64(0xFFFF)
     f = t_feat[0]
     acc0 = 0.0
     acc1 = 0.0
     for t in range(T):
-        o = t_order[t]
-        if o == 3:
-            val = A[t_idx[t, 0]] * A[t_idx[t, 1]] * A[t_idx[t, 2]]
-        elif o == 2:
-            val = A[t_idx[t, 0]] * A[t_idx[t, 1]]
-        elif o == 4:
-            val = (A[t_idx[t, 0]] * A[t_idx[t, 1]]) * (A[t_idx[t, 2]] * A[t_idx[t, 3]])
-        elif o == 1:
-            val = A[t_idx[t, 0]]
+        if packed:
+            pk = t_pack[t]
+            val = A[pk & m]
+            if t >= o_ptr[2]:
+                val *= A[(pk >> 16) & m]
+                if t >= o_ptr[3]:
+                    val *= A[(pk >> 32) & m]
+                    if t >= o_ptr[4]:
+                        val *= A[(pk >> 48) & m]
         else:
             val = 1.0
-            for k in range(o):
+            for k in range(t_order[t]):
                 val *= A[t_idx[t, k]]
         ft = t_feat[t]
         if ft != f:
@@ -203,43 +206,11 @@ def _contract_backprop(T, t_order, t_idx, t_out, wt, A, dA, part):  # pragma: no
 
 
 @njit(cache=True, nogil=True)
-def _values_packed(o_ptr, t_pack, t_coef, t_feat, A, X, i):  # pragma: no cover
-    """X[i, t_feat[t]] += t_coef[t] Π_k A[i_k] with the packed indices of :func:`_contract_packed`
-    (terms sorted by order, a feature's terms contiguous within an order: summed in registers)."""
-    m = np.int64(0xFFFF)
-    T = o_ptr[5]
-    if T == 0:
-        return
-    f = t_feat[0]
-    acc0 = 0.0
-    acc1 = 0.0
-    for t in range(T):
-        pk = t_pack[t]
-        val = A[pk & m]
-        if t >= o_ptr[2]:
-            val *= A[(pk >> 16) & m]
-            if t >= o_ptr[3]:
-                val *= A[(pk >> 32) & m]
-                if t >= o_ptr[4]:
-                    val *= A[(pk >> 48) & m]
-        ft = t_feat[t]
-        if ft != f:
-            X[i, f] += acc0 + acc1
-            acc0 = 0.0
-            acc1 = 0.0
-            f = ft
-        if t & 1:
-            acc1 += t_coef[t] * val
-        else:
-            acc0 += t_coef[t] * val
-    X[i, f] += acc0 + acc1
-
-
-@njit(cache=True, nogil=True)
 def _contract_packed(o_ptr, t_pack, wt, A, dA):  # pragma: no cover
     """e = Σ_t wt[t] Π_k A[i_k] and dA[i_k] += ∂e/∂A_{i_k}, for plans whose terms have ≤ 4 factors
     with indices packed 16 bits each into ``t_pack`` and sorted by order (``o_ptr``): one
-    load per term for its indices and no branch — the linear model's fastest contraction."""
+    load per term for its indices and no branch — the linear model's fastest contraction
+    (:func:`_contract_backprop` is the general form)."""
     m = np.int64(0xFFFF)
     e0 = 0.0
     e1 = 0.0
@@ -338,10 +309,7 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
             npi = centre_ptr[i + 1] - p0
             _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
                             A, want_grad)
-            if packed:
-                _values_packed(o_ptr, t_pack, t_coef, t_feat, A, X, i)
-            else:
-                _contract_values(T, t_order, t_idx, t_coef, t_feat, A, X, i)
+            _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, i)
             if not want_grad:
                 continue
             # ∂B_f/∂A_v on the (v, f) slots
