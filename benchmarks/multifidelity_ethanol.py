@@ -208,26 +208,55 @@ def mlp_seed_study(basis, train, test, order, n, seeds, mcfg, validation_only=Fa
                               f"{v['best_val_loss']:.4g}" for k, v in r["fits"].items())
             score = "" if validation_only else f"F MAE {r['forces_mae']:.4f} eV/Å  "
             log(f"  n={n} seed {seed} {method:18} {score}({r['fit_seconds']:.0f} s; {stops})")
-    summary: dict = {}
-    if not validation_only:
-        for method in MLP_METHODS:
-            v = np.array([runs[method][str(s)]["forces_mae"] for s in seeds])
-            e = np.array([runs[method][str(s)]["energy_mae_meV_atom"] for s in seeds])
-            summary[method] = {"forces_mae_mean": float(v.mean()), "forces_mae_std": float(v.std(ddof=1)) if len(v) > 1
-                               else 0.0, "forces_mae_min": float(v.min()), "forces_mae_max": float(v.max()),
-                               "energy_mae_meV_atom_mean": float(e.mean()),
-                               "energy_mae_meV_atom_std": float(e.std(ddof=1)) if len(e) > 1 else 0.0}
-
-        def ratios(a, b):
-            r = np.array([runs[a][str(s)]["forces_mae"] / runs[b][str(s)]["forces_mae"] for s in seeds])
-            return {"per_seed": r.tolist(), "mean": float(r.mean()), "std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
-                    "ratio_of_means": summary[a]["forces_mae_mean"] / summary[b]["forces_mae_mean"]}
-
-        summary["ratios"] = {"MF_dft_over_SF_E": ratios("MLP_MF_dft", "MLP_SF_E"),
-                             "MF_dft_over_SF_EF": ratios("MLP_MF_dft", "MLP_SF_EF"),
-                             "uncoupled_over_SF_E": ratios("MLP_uncoupled_dft", "MLP_SF_E")}
+    summary = {} if validation_only else summarise_seed_study(runs, seeds)
     return {"n": n, "seeds": list(seeds), "config": mcfg, "runs": runs, "summary": summary,
             "validation_only": validation_only}
+
+
+def summarise_seed_study(runs: dict, seeds) -> dict:
+    """Mean ± std over seeds of each MLP method's held-out force and energy MAE, and the
+    acceptance ratios per seed (SF_E, SF_EF, uncoupled against MF_dft)."""
+    summary: dict = {}
+    for method in MLP_METHODS:
+        v = np.array([runs[method][str(s)]["forces_mae"] for s in seeds])
+        e = np.array([runs[method][str(s)]["energy_mae_meV_atom"] for s in seeds])
+        summary[method] = {"forces_mae_mean": float(v.mean()), "forces_mae_std": float(v.std(ddof=1)) if len(v) > 1
+                           else 0.0, "forces_mae_min": float(v.min()), "forces_mae_max": float(v.max()),
+                           "energy_mae_meV_atom_mean": float(e.mean()),
+                           "energy_mae_meV_atom_std": float(e.std(ddof=1)) if len(e) > 1 else 0.0}
+
+    def ratios(a, b):
+        r = np.array([runs[a][str(s)]["forces_mae"] / runs[b][str(s)]["forces_mae"] for s in seeds])
+        return {"per_seed": r.tolist(), "mean": float(r.mean()), "std": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+                "ratio_of_means": summary[a]["forces_mae_mean"] / summary[b]["forces_mae_mean"]}
+
+    summary["ratios"] = {"MF_dft_over_SF_E": ratios("MLP_MF_dft", "MLP_SF_E"),
+                         "MF_dft_over_SF_EF": ratios("MLP_MF_dft", "MLP_SF_EF"),
+                         "uncoupled_over_SF_E": ratios("MLP_uncoupled_dft", "MLP_SF_E")}
+    return summary
+
+
+def merge_seed_studies(paths) -> dict:
+    """One seed study from several --mlp-only JSON files of the same settings (seeds split over
+    processes with --seed-list); raises SystemExit if their settings differ or a seed repeats."""
+    studies = [json.loads(Path(q).read_text()) for q in paths]
+    first = studies[0]
+    runs: dict = {m: {} for m in first["runs"]}
+    seeds: list = []
+    for st in studies:
+        if st["config"] != first["config"] or st["n"] != first["n"] or st.get("validation_only"):
+            sys.exit("--merge: the studies differ in settings or are validation-only")
+        for sd in st["seeds"]:
+            if sd in seeds:
+                sys.exit(f"--merge: seed {sd} appears twice")
+            seeds.append(sd)
+        for m, per in st["runs"].items():
+            runs[m].update(per)
+    seeds.sort()
+    meta = dict(first.get("meta", {}), merged_from=[str(q) for q in paths],
+                seconds=sum(st.get("meta", {}).get("seconds", 0.0) for st in studies))
+    return {"n": first["n"], "seeds": seeds, "config": first["config"], "runs": runs,
+            "summary": summarise_seed_study(runs, seeds), "validation_only": False, "meta": meta}
 
 
 def mlp_acceptance(study: dict) -> dict:
@@ -285,9 +314,20 @@ def main() -> None:
     ap.add_argument("--mlp-from", default=None,
                     help="full run: take the MLP seed study from this --mlp-only JSON (same settings) instead of "
                          "refitting it")
+    ap.add_argument("--seed-list", default=None,
+                    help="with --mlp-only: comma-separated seeds instead of 0..N-1 (to split a study over processes)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="merge --mlp-only studies of the same settings into --out and print the summary")
     ap.add_argument("--reptile-outer", type=int, default=15, help="Reptile outer steps (default 15)")
     ap.add_argument("--out", default=None, help="JSON output (default benchmarks/results/multifidelity_ethanol.json)")
     args = ap.parse_args()
+    if args.merge:
+        study = merge_seed_studies(args.merge)
+        print_mlp_summary(study)
+        out = Path(args.out or HERE / "results" / "multifidelity_ethanol_mlp.json")
+        out.write_text(json.dumps(study, indent=1))
+        print(f"wrote {out}")
+        return
     t0 = time.perf_counter()
     path = DATA / "ethanol_mf.extxyz"
     if not path.exists():
@@ -312,7 +352,7 @@ def main() -> None:
     out_path = Path(args.out) if args.out else HERE / "results" / f"multifidelity_ethanol{suffix}.json"
     mcfg = dict(hidden=args.mlp_hidden, max_iter=30 if args.quick else args.mlp_iter, l2=1e-6, activation="silu",
                 patience=args.mlp_patience, validate_every=10)
-    seeds = list(range(args.seeds))
+    seeds = [int(v) for v in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
     order = np.random.default_rng(1).permutation(len(train))
     meta = {"minbasis_version": mb.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
             "load_average_start": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d"),
