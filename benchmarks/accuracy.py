@@ -28,10 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import minbasis as mb
 from minbasis.fit import LinearFitConfig, error_metrics, fit_linear, get_labels, read_structures
+from minbasis.fit.compare import holdout_split
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
@@ -56,11 +55,16 @@ CHOSEN = {
 }
 
 
-def split(n: int, seed: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out indices, remaining indices) of a seeded permutation."""
-    perm = np.random.default_rng(seed).permutation(n)
-    k = int(round(fraction * n))
-    return np.sort(perm[:k]), np.sort(perm[k:])
+def shared_split(filename: str) -> tuple[list, list]:
+    """(training frames, test frames) of a file in the shared data folder: the split every
+    benchmark on the shared data uses — the first 20 % of ``default_rng(0).permutation`` held out
+    (:func:`minbasis.fit.compare.holdout_split`). Exits with a message if the file is absent."""
+    path = DATA / filename
+    if not path.exists():
+        sys.exit(f"{path} not found: set MINBASIS_SHARED_DATA to the shared data folder")
+    frames = read_structures(path)
+    test_idx, train_idx = holdout_split(len(frames), 0, 0.2)
+    return [frames[i] for i in train_idx], [frames[i] for i in test_idx]
 
 
 def fit_and_score(settings, species, train, test, keys) -> dict:
@@ -83,17 +87,11 @@ def fit_and_score(settings, species, train, test, keys) -> dict:
 
 def run(name: str, select: bool) -> dict:
     cfg = DATASETS[name]
-    path = DATA / cfg["file"]
-    if not path.exists():
-        sys.exit(f"{path} not found: set MINBASIS_SHARED_DATA to the shared data folder")
-    frames = read_structures(path)
-    test_idx, train_idx = split(len(frames), 0, 0.2)
-    train = [frames[i] for i in train_idx]
-    test = [frames[i] for i in test_idx]
+    train, test = shared_split(cfg["file"])
     out = {"n_train": len(train), "n_test": len(test), "split": "default_rng(0).permutation, first 20% test"}
     chosen = CHOSEN[name]
     if select:
-        val_local, fit_local = split(len(train), 1, 0.2)
+        val_local, fit_local = holdout_split(len(train), 1, 0.2)
         rows = []
         for settings in CANDIDATES[name]:
             res = fit_and_score(settings, cfg["species"], [train[i] for i in fit_local],

@@ -60,12 +60,13 @@ from pathlib import Path
 
 
 import minbasis as mb
-from minbasis.fit import error_metrics, get_labels, read_structures
+from minbasis.fit import error_metrics, get_labels
 from minbasis.fit.compare import (CompareConfig, compare_models, eval_cost, fit_one, fold_subsets, format_comparison,
-                                  holdout_split, plot_comparison)
+                                  plot_comparison)
+
+from accuracy import shared_split  # noqa: E402  (the split of every shared-data benchmark)
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 KEYS = {"energy_key": "energy_high", "forces_key": "forces_high", "stress_key": None}
 BASIS = (["H", "C", "O"], 5.0, [6, 4, 2], [0, 3, 2], 3)
 SIZES = [50, 100, 200, 400, 640]
@@ -162,13 +163,7 @@ def main() -> None:
 
     threadpool_limits(limits=args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    path = DATA / "ethanol_mf.extxyz"
-    if not path.exists():
-        sys.exit(f"{path} not found: set MINBASIS_SHARED_DATA to the shared data folder")
-    frames = read_structures(path)
-    test_idx, train_idx = holdout_split(len(frames), 0, 0.2)  # the split of benchmarks/accuracy.py
-    pool = [frames[i] for i in train_idx]
-    test = [frames[i] for i in test_idx]
+    pool, test = shared_split("ethanol_mf.extxyz")  # the split of benchmarks/accuracy.py
     full = mb.Basis.ace(*BASIS)
     bases = {"full": full, "minimal": full.minimal()}
     max_iter = args.max_iter or MLP_ITER["quick" if args.quick else "full"]

@@ -57,21 +57,14 @@ from pathlib import Path
 import numpy as np
 
 import minbasis as mb
-from minbasis.fit import read_structures
 from minbasis.fit.multifidelity import (FidelityBlock, PIWSLConfig, block_from_rows, design_rows, fit_blocks,
                                         piwsl_rows)
 
+from accuracy import shared_split  # noqa: E402  (the split of every shared-data benchmark)
+
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 LEVELS = {"dft": "dft", "hf": "low", "gfn2": "gfn2"}  # name in the table → key suffix in the file
 W_E, W_F = 30.0, 1.0  # default observable weights (1/(eV/atom), Å/eV)
-
-
-def split(n: int, seed: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(held-out indices, remaining indices) of a seeded permutation (as benchmarks/accuracy.py)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    k = int(round(fraction * n))
-    return np.sort(perm[:k]), np.sort(perm[k:])
 
 
 class Rows:
@@ -329,13 +322,7 @@ def main() -> None:
         print(f"wrote {out}")
         return
     t0 = time.perf_counter()
-    path = DATA / "ethanol_mf.extxyz"
-    if not path.exists():
-        sys.exit(f"{path} not found: set MINBASIS_SHARED_DATA to the shared data folder")
-    frames = read_structures(path)
-    test_idx, train_idx = split(len(frames), 0, 0.2)
-    train = [frames[i] for i in train_idx]
-    test = [frames[i] for i in test_idx]
+    train, test = shared_split("ethanol_mf.extxyz")
     if args.quick:
         basis = mb.Basis.ace(["H", "C", "O"], 4.0, [3, 2], [0, 1], 2)
         train, test = train[:160], test[:40]

@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import minbasis as mb  # noqa: E402
-from minbasis.fit import read_structures  # noqa: E402
-from minbasis.fit.multifidelity import PIWSLConfig, design_rows, fit_blocks, piwsl_rows  # noqa: E402
-from multifidelity_ethanol import DATA, HERE, Rows, score, split  # noqa: E402
+from minbasis.fit.multifidelity import PIWSLConfig, design_rows, fit_blocks  # noqa: E402
+from accuracy import shared_split  # noqa: E402
+from multifidelity_ethanol import HERE, Rows, score  # noqa: E402
 
 
 def main() -> None:
@@ -35,9 +35,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    frames = read_structures(DATA / "ethanol_mf.extxyz")
-    test_idx, train_idx = split(len(frames), 0, 0.2)
-    train, test = [frames[i] for i in train_idx], [frames[i] for i in test_idx]
+    train, test = shared_split("ethanol_mf.extxyz")
     if args.quick:
         basis = mb.Basis.ace(["H", "C", "O"], 4.0, [3, 2], [0, 1], 2)
         train, test, sizes, deltas = train[:160], test[:40], [25, 160], [0.05, 0.01]
