@@ -145,12 +145,12 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     # peak memory is one copy of the result, not the batches plus their concatenation
     ranges, counts = [], []
     for start, chunk, batch in iter_batches(atoms_list, basis, budget, bytes_per_pair):
-        ranges.append((start, start + len(chunk)))
-        counts.append((batch.n_atoms, len(sample_keys(batch)[0])))
-        if len(ranges) == 1 and start + len(chunk) == len(atoms_list):
+        if start == 0 and len(chunk) == len(atoms_list):
             X, smp, G, S = sample_gradients(plan, batch, strain=strain_gradients)  # one batch: no copies at all
             return Descriptors(features=X, gradient_samples=smp, position_gradients=G, strain_gradients=S,
                                atom_ptr=np.asarray(batch.atom_ptr, dtype=np.int64))
+        ranges.append((start, start + len(chunk)))
+        counts.append((batch.n_atoms, len(sample_keys(batch)[0])))
     n_atoms = sum(c[0] for c in counts)
     n_samples = sum(c[1] for c in counts)
     X = np.zeros((n_atoms, F))
