@@ -27,7 +27,13 @@ def features(plan: EvaluationPlan, batch: Batch, gradients: bool = False) -> tup
 
 def sample_keys(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique (centre i, atom k) sample keys i·N + k of a batch (every i has k = i), and
-    the inverse map of its P pair keys followed by its N self keys."""
+    the inverse map of its P pair keys followed by its N self keys.
+
+    Returns
+    -------
+    keys : int64 (G,), G ≤ P + N samples
+    inverse : int64 (P + N,), the sample row of each pair, then of each centre's self sample
+    """
     N = batch.n_atoms
     P = len(batch.pair_i)
     keys = np.concatenate([batch.pair_i * N + batch.pair_j, np.arange(N) * (N + 1)])
