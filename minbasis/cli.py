@@ -153,8 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stress-weight", type=float, default=30.0, help="weight of per-atom virial rows (1/eV)")
     p.add_argument("--config-type-weights", default=None,
                    help='JSON object of extra weights per config_type, e.g. \'{"surface": 2.0}\'')
-    p.add_argument("--solver", default="bayesian", choices=["bayesian", "bayesian_sklearn", "ridge", "ard"])
+    p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "ard"])
     p.add_argument("--alpha", type=float, default=1e-8, help="ridge strength for --solver ridge")
+    p.add_argument("--dask", default=None, metavar="CLUSTER",
+                   help="assemble the linear fit on Dask: local:N (N worker processes here) or tcp://HOST:PORT "
+                        "(a running 'dask scheduler'); needs pip install 'minbasis[dask]'")
     p.add_argument("--model", choices=["linear", "mlp", "poly", "linear-mf", "mlp-mf"], default="linear",
                    help="linear (default): linear in the features; poly: linear in polynomial features; "
                         "mlp: per-species neural network; linear-mf: one linear head per fidelity (--data); "
@@ -350,6 +353,8 @@ def _cmd_fit(args) -> int:
                           stress_weight=args.stress_weight, config_type_weights=ctw, solver=args.solver,
                           alpha=args.alpha)
     t0 = time.perf_counter()
+    if args.dask and args.model != "linear":
+        raise MinbasisError(f"--dask distributes linear fits only; --model {args.model} runs in one process")
     if args.model == "mlp":
         return _fit_mlp(args, basis, frames, (e_key, f_key, s_key), ctw, t0)
     if args.model == "poly":
@@ -362,7 +367,8 @@ def _cmd_fit(args) -> int:
               f"of {basis.n_features}) on {len(frames)} structures ({model.info['n_rows']} rows, solver "
               f"{model.info['solver']}) in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
         return 0
-    model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True)
+    model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True,
+                       dask=args.dask, source_file=args.data if args.dask else None)
     model.save(args.output)
     print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(frames)} structures "
           f"({model.info['n_rows']} rows, solver {model.info['solver']}) in {time.perf_counter() - t0:.1f} s; "

@@ -568,14 +568,14 @@ class _Objective:
 def _linear_start(data: DescriptorSet, labels: Labels, cfg: MLPFitConfig, mean, std) -> tuple[np.ndarray, np.ndarray]:
     """Linear term (C, F) in eV per standardised feature and E0 (C,) from a Bayesian-ridge fit of
     the training rows on the standardised features (degree-1 polynomial features)."""
-    from .linear import LinearFitConfig, solve
-    from .poly import PolynomialFeatures, _poly_design
+    from .linear import LinearFitConfig, solve_equations
+    from .poly import PolynomialFeatures, _poly_equations
 
     lcfg = LinearFitConfig(energy_weight=cfg.energy_weight, forces_weight=cfg.forces_weight,
                            stress_weight=cfg.stress_weight, config_type_weights=dict(cfg.config_type_weights),
                            e0=cfg.e0)
-    dm = _poly_design(data, labels, lcfg, PolynomialFeatures(data.n_features, 1), mean, std)
-    coef, e0_fit, _ = solve(dm, lcfg)
+    eq = _poly_equations(data, labels, lcfg, PolynomialFeatures(data.n_features, 1), mean, std)
+    coef, e0_fit, _ = solve_equations(eq, lcfg)
     C = data.n_channels
     if cfg.e0 is not None:
         e0 = np.array([float(cfg.e0[s]) for s in data.basis.species])
