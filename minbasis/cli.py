@@ -118,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="structures file (extxyz, …)")
     p.add_argument("--basis", required=True, help="basis JSON written by `minbasis basis`")
     p.add_argument("--gradients", action="store_true", help="also write position and strain gradients")
-    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--dask", default=None, metavar="CLUSTER",
+                   help="describe on Dask (local:N or tcp://HOST:PORT) into a folder of .npz shards (format: "
+                        "docs of minbasis.cluster; a rerun resumes); needs pip install 'minbasis[dask]'")
+    p.add_argument("--shards", action="store_true", help="write a folder of shards without Dask (resumable)")
+    p.add_argument("--shard-atoms", type=int, default=None, help="atoms per shard (default 2048)")
+    p.add_argument("-o", "--output", required=True, help="output .npz (a folder with --dask or --shards)")
 
     p = sub.add_parser("fit", help="fit a linear ACE potential (or --model mlp|poly) to energies, forces and stress",
                        description="Fit E = Σ_i [E0(Z_i) + c_Z · B_i] by weighted least squares on energies (per "
@@ -297,6 +302,14 @@ def _cmd_describe(args) -> int:
     from .fit.data import read_structures
 
     basis = Basis.load(args.basis)
+    if args.dask or args.shards:
+        from .cluster import describe_shards
+
+        index = describe_shards(args.data, basis, args.output, gradients=args.gradients, dask=args.dask,
+                                shard_atoms=args.shard_atoms)
+        print(f"wrote {args.output}/: {len(index['shards'])} shards, {index['n_atoms']} atoms × "
+              f"{index['n_features']} features" + (" with gradients" if args.gradients else ""))
+        return 0
     frames = read_structures(args.data)
     res = describe(frames, basis, gradients=args.gradients, strain_gradients=args.gradients, progress=True)
     out = {"basis_hash": np.array(basis.spec.hash)}

@@ -108,7 +108,7 @@ def test_bayesian_is_finite_and_accurate_on_a_singular_gram_matrix():
         res = solve_system(gram, solver)
         assert np.isfinite(res.coef).all(), solver.name
         assert np.sqrt(np.mean((A @ res.coef - y) ** 2)) < bound, solver.name
-    # rows form (n < P) of a singular problem: the thin-SVD route gives the same answer as the Gram route
+    # rows form (n < P) of a singular problem: the n < P route gives the same answer as the Gram route
     A2, y2 = A[:15], y[:15]
     r_rows = solve_system(LinearSystem("rows", A.shape[1], 15, A=A2, y=y2), BayesianRidge())
     r_gram = solve_system(LinearSystem("gram", A.shape[1], 15, G=A2.T @ A2, b=A2.T @ y2, yy=float(y2 @ y2)),

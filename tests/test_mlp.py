@@ -304,15 +304,16 @@ def test_polynomial_fit_forces_and_files(tmp_path: Path, frames, basis):
             fd[i, a] = -(model.predict(ap).energy[0] - model.predict(am).energy[0]) / (2 * h)
     np.testing.assert_allclose(pred.forces[0], fd, atol=1e-6 * max(1.0, np.abs(fd).max()))
     # design rows (product rule through dB/dr) reproduce the predictions
-    from minbasis.fit.poly import _poly_design
+    from minbasis.fit.poly import _poly_equations
 
     sub = frames[:4]
     data = DescriptorSet(basis, sub)
-    dm = _poly_design(data, get_labels(sub, **KEYS), LinearFitConfig(), model.poly, model.mean, model.std)
-    rows = dm.A @ model.weights.ravel()
+    eq = _poly_equations(data, get_labels(sub, **KEYS), LinearFitConfig(), model.poly, model.mean, model.std,
+                         max_rows=10**9)
+    AE, yE, CE, AO, yO = eq.rows()
     p = model.predict(sub)
-    np.testing.assert_allclose(rows[4:], np.concatenate(p.forces).ravel(), atol=1e-10)
-    np.testing.assert_allclose(rows[:4] + dm.counts @ model.e0, 30.0 * p.energy / 9, rtol=1e-12)
+    np.testing.assert_allclose(AO @ model.weights.ravel(), np.concatenate(p.forces).ravel(), atol=1e-10)
+    np.testing.assert_allclose(AE @ model.weights.ravel() + CE @ model.e0, 30.0 * p.energy / 9, rtol=1e-12)
     # degree 1 on standardised features spans the same space as the linear model
     lin = fit_linear(basis, frames[:40], config=LinearFitConfig(solver="ridge", alpha=1e-10), **KEYS)
     deg1 = fit_polynomial(basis, frames[:40], degree=1, config=LinearFitConfig(solver="ridge", alpha=1e-10), **KEYS)
@@ -337,13 +338,14 @@ def test_polynomial_stress_rows(emt_cells):
     basis = mb.Basis.ace(["Cu", "Ni"], 4.0, [3, 2], [0, 1], 2)
     model = fit_polynomial(basis, emt_cells, degree=2, n_product_inputs=4, stress_key="stress",
                            config=LinearFitConfig(solver="ridge", alpha=1e-6))
-    from minbasis.fit.poly import _poly_design
+    from minbasis.fit.poly import _poly_equations
 
     data = DescriptorSet(basis, emt_cells, strain=True)
     labels = get_labels(emt_cells, "energy", "forces", "stress")
-    dm = _poly_design(data, labels, LinearFitConfig(), model.poly, model.mean, model.std)
+    eq = _poly_equations(data, labels, LinearFitConfig(forces_weight=0.0), model.poly, model.mean, model.std,
+                         max_rows=10**9)
     pred = model.predict(emt_cells)
-    rows = dm.A[dm.kind == "V"] @ model.weights.ravel()
+    rows = eq.rows()[3] @ model.weights.ravel()
     vol = np.array([a.get_volume() for a in emt_cells])
     n = np.array([len(a) for a in emt_cells])
     np.testing.assert_allclose(rows, (30.0 * pred.stress * vol[:, None] / n[:, None]).ravel(), rtol=1e-9, atol=1e-12)

@@ -20,7 +20,7 @@ The rows are never all held in memory: :class:`NormalEquations` accumulates, bat
 the pieces of the normal equations (AᵀA, Aᵀy, yᵀy, the composition block CᵀC, CᵀA, Cᵀy and
 row counts), so peak memory is O(P²) plus one batch, whatever the number of structures. While
 there are fewer rows than columns it keeps the rows themselves instead (an energy-only fit is
-then solved from a thin SVD of the n × P rows, which is much cheaper than a P × P
+then solved from the n × n matrix A Aᵀ of the rows, which is much cheaper than a P × P
 eigendecomposition). Accumulators of disjoint shards merge exactly (:meth:`NormalEquations.merge`),
 which is what the Dask path (:mod:`minbasis.fit.distributed`) uses.
 
@@ -302,7 +302,7 @@ class NormalEquations:
     ----------
     P : int, number of coefficient columns
     C : int, number of E0 columns (species; 0 when E0 is given)
-    max_rows : int or None, rows kept as rows (for the thin-SVD route) before switching to the
+    max_rows : int or None, rows kept as rows (for the n < P route) before switching to the
         Gram form; default P
 
     Use :meth:`add` per batch of :class:`WeightedRows`, :meth:`merge` to combine accumulators of
@@ -372,6 +372,18 @@ class NormalEquations:
             self.G += r.AO.T @ r.AO
             self.b += r.AO.T @ r.yO
             self.yy += float(r.yO @ r.yO)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The kept rows (AE, yE, CE, AO, yO), in the order added (row form only; see ``max_rows``).
+
+        Raises
+        ------
+        MinbasisError
+            The accumulator already switched to the Gram form.
+        """
+        if self.is_gram:
+            raise MinbasisError("the rows were folded into Gram pieces; accumulate with a larger max_rows to keep them")
+        return self._stacked()
 
     def _stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rows = self._rows or []

@@ -8,82 +8,24 @@ file), and the partial pieces are folded into one on the workers. The shards are
 and they are folded in the same order as in one process, so the result is the one-process
 fit's (tested to 1e-10 relative).
 
-Cluster specifications (``dask=`` in Python, ``--dask`` on the command line):
-
-* ``"local:N"`` — start a ``distributed.LocalCluster`` with N single-threaded worker
-  processes on this machine (closed again at the end);
-* ``"tcp://HOST:PORT"`` — connect to a running scheduler (``dask scheduler`` on one node,
-  ``dask worker tcp://HOST:PORT`` on each compute node);
-* a ``distributed.Client`` — use it as it is.
-
+Cluster specifications: see :mod:`minbasis.cluster` (``"local:N"``, ``"tcp://HOST:PORT"`` or a Client).
 Workers must have minbasis installed (the same version) and, for file shards, see the data
 file under the same path.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import numpy as np
 from ase import Atoms
 
 from ..basis import Basis
-from ..errors import MinbasisError
+from ..cluster import dask_client
 from .assembly import NormalEquations, RowWeights, accumulate, shard_bounds
 from .data import Labels, get_labels
 
-__all__ = ["dask_client", "distributed_equations"]
-
-
-def _require_distributed():
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise MinbasisError("--dask needs the optional dependency 'distributed': pip install 'minbasis[dask]'") from None
-    return distributed
-
-
-@contextlib.contextmanager
-def dask_client(spec):
-    """Context manager yielding a ``distributed.Client`` for a cluster specification (module docstring).
-
-    Raises
-    ------
-    MinbasisError
-        Missing ``distributed`` package, a malformed specification, or a scheduler that cannot be reached.
-    """
-    distributed = _require_distributed()
-    if isinstance(spec, distributed.Client):
-        yield spec
-        return
-    text = str(spec)
-    if text.startswith("local:"):
-        try:
-            n = int(text.split(":", 1)[1])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise MinbasisError(f"--dask local:N needs a worker count N >= 1, got {text!r}")
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = distributed.Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
-        return
-    if "://" in text:
-        try:
-            client = distributed.Client(text, timeout=30)
-        except (OSError, TimeoutError) as exc:
-            raise MinbasisError(f"cannot reach the Dask scheduler at {text}: {exc}") from exc
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    raise MinbasisError(f"unknown Dask cluster {text!r}: use local:N or tcp://HOST:PORT")
+__all__ = ["distributed_equations"]
 
 
 def _slice_labels(labels: Labels, a: int, b: int) -> Labels:

@@ -13,7 +13,7 @@ The solvers (:mod:`minbasis.fit.solvers`) are interchangeable objects:
 * ``"ard"``: automatic relevance determination (for a few thousand columns at most).
 
 With fewer rows than columns (energy-only fits) the rows themselves are kept and solved by a
-thin SVD (the cheaper route). With ``dask=`` the assembly runs on a Dask cluster
+n × n eigendecomposition of A Aᵀ (the cheaper route). With ``dask=`` the assembly runs on a Dask cluster
 (:mod:`minbasis.fit.distributed`): every worker accumulates its shard and the pieces are
 tree-summed.
 """

@@ -240,14 +240,15 @@ class PolynomialModel(AtomicEnergyModel):
 
 
 def _poly_equations(data: DescriptorSet, labels, cfg: LinearFitConfig, poly: PolynomialFeatures, mean, std,
-                    sample_block: int = 4096) -> NormalEquations:
+                    sample_block: int = 4096, max_rows: int | None = None) -> NormalEquations:
     """Normal equations of a linear fit on polynomial features, accumulated chunk by chunk.
 
     For every chunk of structures the raw rows (polynomial features summed per species, force
     rows by the chain rule through the descriptor gradients, virial rows through the strain
     gradients) are formed and weighted by :func:`minbasis.fit.assembly.weight_rows` (the same
     rows as every linear fit); force rows are built from blocks of ``sample_block`` (i, k)
-    gradient samples, so intermediates stay small.
+    gradient samples, so intermediates stay small. ``max_rows`` is passed to
+    :class:`~minbasis.fit.assembly.NormalEquations` (a large value keeps the rows, for tests).
     """
     C, P = data.n_channels, poly.n_outputs
     weights = cfg.weights()
@@ -264,7 +265,7 @@ def _poly_equations(data: DescriptorSet, labels, cfg: LinearFitConfig, poly: Pol
         if missing:
             raise LabelError(f"e0 lacks isolated-atom energies for {missing}")
         e0_vec = np.array([float(cfg.e0[s]) for s in data.basis.species])
-    acc = NormalEquations(C * P, 0 if e0_vec is not None else C)
+    acc = NormalEquations(C * P, 0 if e0_vec is not None else C, max_rows)
     for chunk in data:
         n, m = chunk.n_atoms, chunk.n_structures
         x = (chunk.X - mean[chunk.ch]) / std[chunk.ch]

@@ -11,7 +11,7 @@ the data), then maps the solution back.
   by maximising the evidence with MacKay's fixed-point updates (MacKay, Neural Comput. 4, 415
   (1992); Tipping, JMLR 1, 211 (2001)) and the Gamma hyper-priors of scikit-learn's
   ``BayesianRidge``. Everything is evaluated in the eigen-coordinates of AᵀA (one
-  eigendecomposition, or a thin SVD of the rows when n < P): with β = Vᵀ Aᵀy and r = λ/α, the
+  eigendecomposition of AᵀA, or of the n × n matrix A Aᵀ when n < P): with β = Vᵀ Aᵀy and r = λ/α, the
   residual is ‖A c − y‖² = E⊥ + Σ_k β_k² r² / (g_k (g_k + r)²), where E⊥ (the part of y that no
   coefficient vector reaches) is computed once. This form has no cancellation, unlike
   yᵀy − 2 cᵀAᵀy + cᵀAᵀA c, which loses every digit on an ill-conditioned Gram matrix and sent
@@ -47,8 +47,8 @@ class Spectrum:
 
     Attributes
     ----------
-    g : (k,) eigenvalues of AᵀA (all of them for the Gram form; the min(n, P) squared
-        singular values for the row form), ascending, ≥ 0
+    g : (k,) eigenvalues of AᵀA (all of them for the Gram form; the non-null squared singular
+        values for the row form), ascending, ≥ 0
     V : (P, k) orthonormal eigenvectors
     beta : (k,) Vᵀ Aᵀy
     yy : float, yᵀy
@@ -73,7 +73,7 @@ class Spectrum:
 
 
 def spectrum(system: LinearSystem) -> Spectrum:
-    """Eigen-coordinates of ``system``: eigh of AᵀA (Gram form) or thin SVD of A (row form, n < P).
+    """Eigen-coordinates of ``system``: eigh of AᵀA (Gram form) or of A Aᵀ (row form, n < P).
 
     Raises
     ------
@@ -85,16 +85,19 @@ def spectrum(system: LinearSystem) -> Spectrum:
         if not (np.isfinite(A).all() and np.isfinite(y).all()):
             raise MinbasisError("the design rows contain NaN or inf: check the descriptors (radial_scale, r_cut) "
                                 "and the labels")
-        U, s, Vt = np.linalg.svd(A, full_matrices=False)
-        g = s**2
+        # n < P: eigendecomposition of the small n × n matrix A Aᵀ = U diag(g) Uᵀ; the right singular
+        # vectors of the non-null directions are V = Aᵀ U / √g (null ones are dropped: their
+        # coefficients are 0, as the prior alone would set them)
+        g, U = np.linalg.eigh(A @ A.T)
+        g = np.clip(g, 0.0, None)
+        keep = g > NULL_TOL * max(float(g.max()) if len(g) else 0.0, 1e-300)
+        g, U = g[keep], U[:, keep]
+        sv = np.sqrt(g)
+        V = (A.T @ U) / sv
         uy = U.T @ y
-        order = np.argsort(g)
-        g, U, uy, V = g[order], U[:, order], uy[order], Vt[order].T
-        beta = s[order] * uy
-        spec = Spectrum(g=g, V=V, beta=beta, yy=float(y @ y), e_perp=0.0, n=system.n_rows, P=system.P)
-        k = spec.kept
-        spec.e_perp = float(np.sum((y - U[:, k] @ uy[k]) ** 2))
-        return spec
+        beta = sv * uy
+        e_perp = float(np.sum((y - U @ uy) ** 2))
+        return Spectrum(g=g, V=V, beta=beta, yy=float(y @ y), e_perp=e_perp, n=system.n_rows, P=system.P)
     G, b = system.G, system.b
     if not (np.isfinite(G).all() and np.isfinite(b).all() and np.isfinite(system.yy)):
         raise MinbasisError("the normal equations contain NaN or inf: check the descriptors (radial_scale, r_cut) "
