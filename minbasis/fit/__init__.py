@@ -3,7 +3,7 @@ polynomial features, and per-species shallow neural networks (Behler–Parrinell
 
 from .data import Labels, get_labels, read_structures
 from .linear import LinearFitConfig, build_design, fit_linear, solve
-from .loader import load_model
+from .registry import load_model
 from .metrics import error_metrics
 from .mlp import MLPFitConfig, MLPModel, fit_mlp
 from .model import LinearModel, MinbasisCalculator, Prediction

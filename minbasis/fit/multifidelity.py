@@ -64,9 +64,9 @@ from ..basis import Basis
 from ..describe import iter_batches
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list, design_blocks
-from .atomic import read_model_file, write_model_file
+from .fileio import read_model_file, write_model_file
 from .data import matrix_to_voigt
-from .fidelity import FidelityData, fidelity_names
+from .fidelity import FidelityData, fidelity_names, resolve_fidelity
 from .model import LinearModel, MinbasisCalculator, Prediction
 
 __all__ = ["DesignRows", "design_rows", "FidelityBlock", "block_from_rows", "fidelity_blocks", "PIWSLConfig",
@@ -679,6 +679,7 @@ class MultiFidelityModel:
         Shapes that do not match the basis, duplicate or empty names, non-finite values.
     """
 
+    kind = "linear-mf"  # model kind in files and in minbasis.fit.registry (a class attribute, not a field)
     basis: Basis
     fidelities: list
     weights: np.ndarray
@@ -701,14 +702,7 @@ class MultiFidelityModel:
             raise MinbasisError("weights and e0 must be finite")
 
     def _index(self, fidelity: str | None) -> int:
-        if fidelity is None:
-            if len(self.fidelities) == 1:
-                return 0
-            raise MinbasisError(f"this multi-fidelity model needs fidelity=...; it knows {self.fidelities}")
-        if fidelity not in self.fidelities:
-            raise MinbasisError(f"fidelity {fidelity!r} was not in the training data of this model; "
-                                f"known fidelities: {self.fidelities}")
-        return self.fidelities.index(fidelity)
+        return resolve_fidelity(self.fidelities, fidelity)
 
     def head(self, fidelity: str | None = None) -> LinearModel:
         """The :class:`~minbasis.fit.model.LinearModel` of one fidelity.
@@ -722,7 +716,7 @@ class MultiFidelityModel:
         return LinearModel(basis=self.basis, weights=self.weights[k], e0=self.e0[k],
                            info={"fidelity": self.fidelities[k], **self.info})
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = "high",
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None,
                 progress: bool = False) -> Prediction:
         """Energies (eV), forces (eV/Å), stress (eV/Å³) at one fidelity.
 
@@ -733,7 +727,7 @@ class MultiFidelityModel:
         """
         return self.head(fidelity).predict(atoms_or_list, progress=progress)
 
-    def calculator(self, fidelity: str | None = "high") -> MinbasisCalculator:
+    def calculator(self, fidelity: str | None = None) -> MinbasisCalculator:
         """An ASE calculator predicting at ``fidelity`` (checked now, not at the first call)."""
         return MinbasisCalculator(self.head(fidelity))
 

@@ -36,8 +36,8 @@ import scipy.sparse as sp
 from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
-from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_standardiser, labels_weights, read_model_file,
-                     write_model_file)
+from .atomic import AtomicEnergyModel, DescriptorSet, check_finite, fit_standardiser, labels_weights
+from .fileio import read_model_file, write_model_file
 from .data import get_labels, matrix_to_voigt
 from .linear import DesignMatrix, LinearFitConfig, solve
 
@@ -162,6 +162,7 @@ class PolynomialModel(AtomicEnergyModel):
     info : dict, provenance of the fit
     """
 
+    kind = "poly"  # model kind in files and in minbasis.fit.registry (a class attribute, not a field)
     basis: Basis
     poly: PolynomialFeatures
     mean: np.ndarray
