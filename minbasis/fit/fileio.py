@@ -19,17 +19,17 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .._version import MODEL_FORMAT_VERSION, __version__
 from ..basis import Basis
-from ..errors import FileFormatError
+from ..errors import FileFormatError, MinbasisError
 from ..io import atomic_save_npz
 from ..spec import BasisSpec, canonical_hash
 
-__all__ = ["array_digest", "model_hash", "write_model_file", "read_model_meta", "read_model_file"]
+__all__ = ["array_digest", "model_hash", "write_model_file", "read_model_meta", "read_model_file", "load_model_file"]
 
 
 def array_digest(arrays: dict[str, np.ndarray]) -> dict[str, str]:
@@ -143,3 +143,28 @@ def read_model_file(path: str | os.PathLike, kind: str, names: Sequence[str]
     if expected != meta.get("hash"):
         raise FileFormatError(f"{path}: content hash mismatch (file corrupt or edited)")
     return basis, picked, hyper, meta.get("info", {})
+
+
+def load_model_file(path: str | os.PathLike, kind: str, names: Sequence[str], build: Callable):
+    """Read a model file of ``kind`` (:func:`read_model_file`) and build the model from it.
+
+    Parameters
+    ----------
+    path, kind, names : as :func:`read_model_file`
+    build : (basis, arrays, hyper, info) → model
+
+    Returns
+    -------
+    What ``build`` returns.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_model_file`, or contents that ``build`` rejects (a MinbasisError, KeyError,
+        IndexError, TypeError or ValueError from it, e.g. inconsistent shapes), naming the file.
+    """
+    basis, arrays, hyper, info = read_model_file(path, kind, names)
+    try:
+        return build(basis, arrays, hyper, info)
+    except (MinbasisError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise FileFormatError(f"{path}: {exc}") from exc

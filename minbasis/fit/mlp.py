@@ -64,9 +64,9 @@ from ..kernels import as_atoms_list
 from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients,
                      gradient_adjoint, labels_weights)
 from .data import Labels, get_labels, matrix_to_voigt
-from .fileio import read_model_file, read_model_meta, write_model_file
+from .fileio import load_model_file, read_model_meta, write_model_file
 from .network import (ACTIVATIONS, Architecture, head_output, input_gradient, param_gradient, trunk_forward)
-from .trainer import blas_threads, output_scale, train, validation_split
+from .trainer import NetworkFitConfig, blas_threads, output_scale, train, validation_split
 
 __all__ = ["MLPFitConfig", "MLPModel", "fit_mlp", "mlp_loss", "ACTIVATIONS", "OPTIMIZERS"]
 
@@ -75,15 +75,17 @@ OPTIMIZERS = ("lbfgs", "adam")
 
 # -- configuration -----------------------------------------------------------------------------------
 @dataclass
-class MLPFitConfig:
+class MLPFitConfig(NetworkFitConfig):
     """Architecture, loss weights, optimiser and early stopping of an MLP fit (module docstring).
 
     Attributes
     ----------
+    activation, l2, max_iter, validation_fraction, validation_seed, validate_every, patience, seed, cache_bytes
+        As :class:`~minbasis.fit.trainer.NetworkFitConfig` (defaults silu, 1e-6, 3000, 0.1, 0, 10, 50,
+        0, 2 GiB). Patience 50 checks: L-BFGS validation curves have plateaus of a few hundred
+        iterations after which they fall again, so a short patience stops too early.
     hidden : tuple of int
         Widths of the 1 or 2 hidden layers, e.g. ``(64,)`` or ``(64, 64)``.
-    activation : str
-        ``"tanh"`` or ``"silu"``.
     linear_term : bool
         Add a linear skip term w_lin · x to each network, initialised (with E0) by the Bayesian-
         ridge fit of the same rows on the standardised features; the hidden layers then start
@@ -92,26 +94,12 @@ class MLPFitConfig:
         Per-observable weights as in :class:`~minbasis.fit.linear.LinearFitConfig` (0 drops one).
     config_type_weights : dict str → float
         Extra factor per ``atoms.info["config_type"]``.
-    l2 : float
-        Weight decay λ on the weight matrices (not the biases), in units of the loss.
     optimizer : str
-        ``"lbfgs"`` (scipy L-BFGS-B, full batch) or ``"adam"`` (mini-batches).
-    max_iter : int
-        L-BFGS iterations or Adam epochs.
+        ``"lbfgs"`` (scipy L-BFGS-B, full batch) or ``"adam"`` (mini-batches; seed + 1 orders them).
     learning_rate, batch_size : float, int
         Adam step size and structures per mini-batch.
-    validation_fraction, validation_seed : float, int
-        Seeded validation split for early stopping (0 disables it; the final parameters are kept).
-    validate_every, patience : int
-        Iterations/epochs between validation checks; checks without improvement before stopping
-        (default 10 and 50: L-BFGS validation curves have plateaus of a few hundred iterations
-        after which they fall again, so a short patience stops too early).
-    seed : int
-        Seed of the initial weights (and of the Adam batch order).
     e0 : dict str → float or None
         Isolated-atom energies, eV; None fits them by least squares on composition.
-    cache_bytes : float
-        Memory budget for the cached descriptor gradients (bytes); beyond it chunks are recomputed.
     blas_threads : int or None
         BLAS threads during training (threadpoolctl; None leaves them alone). The matrices of a
         shallow network are small, and a multi-threaded BLAS on a loaded machine can be many
@@ -119,24 +107,15 @@ class MLPFitConfig:
     """
 
     hidden: tuple = (64,)
-    activation: str = "silu"
     linear_term: bool = False
     energy_weight: float = 30.0
     forces_weight: float = 1.0
     stress_weight: float = 30.0
     config_type_weights: dict = field(default_factory=dict)
-    l2: float = 1e-6
     optimizer: str = "lbfgs"
-    max_iter: int = 3000
     learning_rate: float = 1e-3
     batch_size: int = 16
-    validation_fraction: float = 0.1
-    validation_seed: int = 0
-    validate_every: int = 10
-    patience: int = 50
-    seed: int = 0
     e0: dict | None = None
-    cache_bytes: float = 2 * 1024**3
     blas_threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -147,23 +126,18 @@ class MLPFitConfig:
         MinbasisError
             Bad architecture, activation, optimiser, weights or split settings.
         """
+        super().__post_init__()
         self.hidden = tuple(int(h) for h in (self.hidden if not isinstance(self.hidden, int) else (self.hidden,)))
         if not 1 <= len(self.hidden) <= 2 or min(self.hidden) < 1:
             raise MinbasisError(f"hidden must list 1 or 2 positive layer widths, e.g. (64,) or (64, 64); got {self.hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
         if self.optimizer not in OPTIMIZERS:
             raise MinbasisError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "l2", "learning_rate", "cache_bytes"):
+        for name in ("energy_weight", "forces_weight", "stress_weight", "learning_rate"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise MinbasisError(f"{name} must be a finite number >= 0, got {v}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise MinbasisError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        for name in ("max_iter", "batch_size", "validate_every", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise MinbasisError(f"{name} must be >= 1, got {getattr(self, name)}")
-
+        if int(self.batch_size) < 1:
+            raise MinbasisError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 # -- the network: a one-head, one-trunk minbasis.fit.network.Architecture --------------------------
@@ -329,18 +303,13 @@ class MLPModel(AtomicEnergyModel):
         FileFormatError
             Missing or corrupt file, another format version or kind, or content hash mismatch.
         """
-        from ..errors import FileFormatError
-
         meta, _ = read_model_meta(path)
         n = int(meta.get("hyper", {}).get("n_params", 0)) if isinstance(meta.get("hyper"), dict) else 0
-        names = [f"p{k}" for k in range(n)] + ["mean", "std", "e0", "scale"]
-        basis, arrays, hyper, info = read_model_file(path, cls.kind, names)
-        try:
-            return cls(basis=basis, params=[arrays[f"p{k}"] for k in range(n)], mean=arrays["mean"],
-                       std=arrays["std"], scale=float(arrays["scale"].ravel()[0]), e0=arrays["e0"],
-                       activation=hyper.get("activation", "silu"), info=info)
-        except (MinbasisError, IndexError, TypeError) as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+        return load_model_file(path, cls.kind, [f"p{k}" for k in range(n)] + ["mean", "std", "e0", "scale"],
+                               lambda basis, a, hyper, info: cls(
+                                   basis=basis, params=[a[f"p{k}"] for k in range(n)], mean=a["mean"], std=a["std"],
+                                   scale=float(a["scale"].ravel()[0]), e0=a["e0"],
+                                   activation=hyper.get("activation", "silu"), info=info))
 
 
 # -- training ----------------------------------------------------------------------------------------

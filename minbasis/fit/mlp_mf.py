@@ -44,68 +44,50 @@ from ..errors import LabelError, MinbasisError
 from .atomic import (DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients, gradient_adjoint,
                      predict_atomic)
 from .fidelity import FidelityData, fidelity_names, resolve_fidelity
-from .fileio import read_model_file, write_model_file
+from .fileio import load_model_file, write_model_file
 from .model import MinbasisCalculator, Prediction
 from .network import ACTIVATIONS, Architecture, head_output, input_gradient, param_gradient, trunk_forward
-from .trainer import output_scale, train, validation_split
+from .trainer import NetworkFitConfig, output_scale, train, validation_split
 
 __all__ = ["MLPMultiFidelityConfig", "MLPMultiFidelityModel", "fit_mlp_mf", "reptile_pretrain"]
 
 
 @dataclass
-class MLPMultiFidelityConfig:
+class MLPMultiFidelityConfig(NetworkFitConfig):
     """Settings of :func:`fit_mlp_mf` (module docstring).
 
     Attributes
     ----------
-    hidden : int, width H of the (shared) hidden layer
-    activation : str, ``"silu"`` (default) or ``"tanh"``
-    shared : bool, share the hidden layer across fidelities (False: uncoupled control, every
-        fidelity trained as its own network, see :func:`fit_mlp_mf`)
-    l2 : float, weight decay on W and the head weights
-    max_iter : int, L-BFGS iterations (cap)
-    validation_fraction, validation_seed : seeded per-entry validation split for early stopping (0: off)
-    validate_every, patience : iterations between checks; checks without improvement before stopping.
-        Defaults (cap 4000, patience 150 checks = 1500 iterations) come from the validation curves
+    activation, l2, validation_fraction, validation_seed, validate_every, seed, cache_bytes :
+        as :class:`~minbasis.fit.trainer.NetworkFitConfig` (silu, 1e-6, 0.1, 0, 10, 0, 2 GiB); the
+        validation split is per entry (seed ``validation_seed + e`` for entry e)
+    max_iter, patience : L-BFGS iteration cap (default 4000) and checks without improvement before
+        stopping (default 150 checks = 1500 iterations). These defaults come from the validation curves
         of ``benchmarks/multifidelity_ethanol.py --validation-only`` (validation frames inside the
         training set only): energy-only fits have validation plateaus of up to 1400 iterations
         before falling again, and energy+force fits still improve slowly at 5000 iterations, so the
         cap, not the patience, usually ends them (README "Multi-fidelity fits")
-    seed : int, initial weights
+    hidden : int, width H of the (shared) hidden layer
+    shared : bool, share the hidden layer across fidelities (False: uncoupled control, every
+        fidelity trained as its own network, see :func:`fit_mlp_mf`)
     piwsl : PIWSLConfig or None, extra Taylor / path-independence loss terms
-    cache_bytes : float, memory budget of cached descriptor gradients
 
     Raises
     ------
     MinbasisError
-        Non-positive width or iterations, negative l2, fraction outside [0, 1), unknown activation.
+        Non-positive width or counts, negative l2, fraction outside [0, 1), unknown activation.
     """
 
+    max_iter: int = 4000
+    patience: int = 150
     hidden: int = 64
     shared: bool = True
-    l2: float = 1e-6
-    max_iter: int = 4000
-    validation_fraction: float = 0.1
-    validation_seed: int = 0
-    validate_every: int = 10
-    patience: int = 150
-    seed: int = 0
     piwsl: object = None
-    cache_bytes: float = 2 * 1024**3
-    activation: str = "silu"
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
-        if int(self.validate_every) < 1 or int(self.patience) < 1:
-            raise MinbasisError(f"validate_every and patience must be >= 1, got {self.validate_every}, "
-                                f"{self.patience}")
-        if int(self.hidden) < 1 or int(self.max_iter) < 1:
-            raise MinbasisError(f"hidden and max_iter must be >= 1, got {self.hidden}, {self.max_iter}")
-        if not (np.isfinite(self.l2) and self.l2 >= 0):
-            raise MinbasisError(f"l2 must be a finite number >= 0, got {self.l2}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise MinbasisError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        super().__post_init__()
+        if int(self.hidden) < 1:
+            raise MinbasisError(f"hidden must be >= 1, got {self.hidden}")
 
 
 @dataclass
@@ -236,14 +218,11 @@ class MLPMultiFidelityModel:
         FileFormatError
             Missing, corrupt or edited file, other version or kind.
         """
-        from ..errors import FileFormatError
-
-        basis, a, hyper, info = read_model_file(path, cls.kind, ("W", "b", "w", "bo", "mean", "std", "e0", "scale"))
-        try:
-            return cls(basis, list(hyper.get("fidelities", [])), a["W"], a["b"], a["w"], a["bo"], a["mean"], a["std"],
-                       float(a["scale"][0]), a["e0"], info, activation=hyper.get("activation", "tanh"))
-        except (MinbasisError, IndexError) as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+        return load_model_file(path, cls.kind, ("W", "b", "w", "bo", "mean", "std", "e0", "scale"),
+                               lambda basis, a, hyper, info: cls(
+                                   basis, list(hyper.get("fidelities", [])), a["W"], a["b"], a["w"], a["bo"], a["mean"],
+                                   a["std"], float(a["scale"][0]), a["e0"], info,
+                                   activation=hyper.get("activation", "tanh")))
 
 
 # -- training -----------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..basis import Basis
 from ..describe import iter_batches
-from ..errors import FileFormatError, MinbasisError
+from ..errors import MinbasisError
 from ..kernels import as_atoms_list, linear_energy_forces
 from .data import matrix_to_voigt
 from .fidelity import resolve_fidelity
-from .fileio import read_model_file, write_model_file
+from .fileio import load_model_file, write_model_file
 
 __all__ = ["LinearModel", "Prediction", "PredictionAccumulator", "MinbasisCalculator"]
 
@@ -173,11 +173,8 @@ class LinearModel:
             Missing or corrupt file, another format version or model kind, wrong shapes, or a
             content-hash mismatch (edited file).
         """
-        basis, arrays, _, info = read_model_file(path, cls.kind, ("weights", "e0"))
-        try:
-            return cls(basis=basis, weights=arrays["weights"], e0=arrays["e0"], info=info)
-        except MinbasisError as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+        return load_model_file(path, cls.kind, ("weights", "e0"), lambda basis, a, _, info: cls(
+            basis=basis, weights=a["weights"], e0=a["e0"], info=info))
 
 
 class MinbasisCalculator(Calculator):

@@ -31,10 +31,66 @@ import numpy as np
 
 from ..errors import MinbasisError
 
-__all__ = ["validation_split", "output_scale", "blas_threads", "TrainResult", "train", "MIN_SPLIT_STRUCTURES"]
+__all__ = ["NetworkFitConfig", "validation_split", "output_scale", "blas_threads", "TrainResult", "train",
+           "MIN_SPLIT_STRUCTURES"]
 
 #: Fewest structures for which :func:`validation_split` holds any out.
 MIN_SPLIT_STRUCTURES = 4
+
+
+@dataclass
+class NetworkFitConfig:
+    """Settings shared by the neural-network fits (base of :class:`~minbasis.fit.mlp.MLPFitConfig` and
+    :class:`~minbasis.fit.mlp_mf.MLPMultiFidelityConfig`, which may change the defaults).
+
+    Attributes
+    ----------
+    activation : str
+        φ of the hidden layers, ``"tanh"`` or ``"silu"`` (:data:`minbasis.fit.network.ACTIVATIONS`).
+    l2 : float
+        Weight decay λ on the weight matrices (not the biases), in units of the loss.
+    max_iter : int
+        L-BFGS iterations or Adam epochs (cap).
+    validation_fraction, validation_seed : float, int
+        Seeded validation split for early stopping (:func:`validation_split`; 0 disables it and
+        the final parameters are kept).
+    validate_every, patience : int
+        Iterations/epochs between validation checks; checks without improvement before stopping.
+    seed : int
+        Seed of the initial weights (:meth:`minbasis.fit.network.Architecture.init`).
+    cache_bytes : float
+        Memory budget for the cached descriptor gradients (bytes); beyond it chunks are recomputed.
+
+    Raises
+    ------
+    MinbasisError
+        Unknown activation, negative or non-finite l2 or cache_bytes, counts < 1, fraction outside [0, 1).
+    """
+
+    activation: str = "silu"
+    l2: float = 1e-6
+    max_iter: int = 3000
+    validation_fraction: float = 0.1
+    validation_seed: int = 0
+    validate_every: int = 10
+    patience: int = 50
+    seed: int = 0
+    cache_bytes: float = 2 * 1024**3
+
+    def __post_init__(self) -> None:
+        from .network import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
+        for name in ("l2", "cache_bytes"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise MinbasisError(f"{name} must be a finite number >= 0, got {v}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise MinbasisError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        for name in ("max_iter", "validate_every", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise MinbasisError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def validation_split(M: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
