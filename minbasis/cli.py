@@ -328,6 +328,7 @@ def _cmd_describe(args) -> int:
     from .basis import Basis
     from .describe import describe
     from .fit.data import read_structures
+    from .io import atomic_save_npz
 
     basis = Basis.load(args.basis)
     frames = read_structures(args.data)
@@ -341,25 +342,9 @@ def _cmd_describe(args) -> int:
         X = res
         out.update(features=X, atom_ptr=np.cumsum([0] + [len(a) for a in frames]))
     out["numbers"] = np.concatenate([a.numbers for a in frames])
-    _save_npz(args.output, out)
+    atomic_save_npz(args.output, out)
     print(f"wrote {args.output}: features {X.shape[0]} atoms × {X.shape[1]}" + (" with gradients" if args.gradients else ""))
     return 0
-
-
-def _save_npz(path: str, arrays: dict) -> None:
-    import os
-    import tempfile
-
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cmd_fit(args) -> int:
@@ -462,7 +447,7 @@ def _cmd_compare(args) -> int:
     from .basis import Basis
     from .fit import read_structures
     from .fit.compare import CompareConfig, compare_models, format_comparison, holdout_split, plot_comparison
-    from .spec import atomic_write_text
+    from .io import atomic_write_text
 
     t0 = time.perf_counter()
     if args.threads is not None:
