@@ -36,7 +36,7 @@ from ..errors import LabelError, MinbasisError, SpeciesError
 from ..kernels import as_atoms_list, linear_energy_forces
 from ..kernels.evaluate import features as _kernel_features
 from .data import Labels
-from .fidelity import resolve_fidelity
+from .fidelity import resolve_fidelity, single_fidelity_names
 from .model import MinbasisCalculator, Prediction, PredictionAccumulator
 
 __all__ = ["DescriptorChunk", "DescriptorSet", "forces_from_gradients", "gradient_adjoint", "predict_atomic",
@@ -390,8 +390,7 @@ class AtomicEnergyModel:
     def fidelities(self) -> list[str]:
         """Names of the levels of theory the model predicts: ``[info["fidelity"]]`` when the fit
         recorded one, else ``[]`` (a single unnamed fidelity)."""
-        name = getattr(self, "info", {}).get("fidelity")
-        return [str(name)] if name else []
+        return single_fidelity_names(getattr(self, "info", {}))
 
     def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None,
                 progress: bool = False) -> Prediction:

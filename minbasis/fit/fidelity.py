@@ -45,7 +45,8 @@ from ase import Atoms
 from ..errors import LabelError, MinbasisError
 from .data import Labels, get_labels, read_structures
 
-__all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "fidelity_names", "resolve_fidelity"]
+__all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "fidelity_names", "resolve_fidelity",
+           "single_fidelity_names"]
 
 #: Default weight of each observable (same units and meaning as :class:`~minbasis.fit.linear.LinearFitConfig`):
 #: energy per atom 1/(eV/atom), forces Å/eV, virial per atom 1/(eV/atom).
@@ -133,6 +134,13 @@ def fidelity_names(data: Sequence[FidelityData]) -> list[str]:
         if d.fidelity not in out:
             out.append(d.fidelity)
     return out
+
+
+def single_fidelity_names(info: dict) -> list[str]:
+    """The ``fidelities`` of a single-fidelity model from its provenance: ``[info["fidelity"]]`` when the
+    fit recorded a name (e.g. a head taken out of a multi-fidelity model), else ``[]`` (one unnamed fidelity)."""
+    name = (info or {}).get("fidelity")
+    return [str(name)] if name else []
 
 
 def resolve_fidelity(model_fidelities: Sequence[str], requested: str | None) -> int:

@@ -21,7 +21,7 @@ built (:func:`~minbasis.fit.atomic.predict_atomic`).
 
 The parameter gradient of the force loss needs the derivative of ∂NN/∂x with respect to
 the weights ("double back-propagation", Drucker and Le Cun, IEEE Trans. Neural Netw. 3, 991,
-1992); it is computed exactly, as described below.
+1992); it is computed exactly (:func:`minbasis.fit.network.param_gradient`).
 
 Loss (the rows of the linear fit, :mod:`minbasis.fit.linear`, squared and averaged over the
 M training structures)::

@@ -15,7 +15,7 @@ from ..describe import iter_batches
 from ..errors import MinbasisError
 from ..kernels import as_atoms_list, linear_energy_forces
 from .data import matrix_to_voigt
-from .fidelity import resolve_fidelity
+from .fidelity import resolve_fidelity, single_fidelity_names
 from .fileio import load_model_file, write_model_file
 
 __all__ = ["LinearModel", "Prediction", "PredictionAccumulator", "MinbasisCalculator"]
@@ -103,8 +103,7 @@ class LinearModel:
     @property
     def fidelities(self) -> list[str]:
         """``[info["fidelity"]]`` for a head of a multi-fidelity model, else ``[]`` (one unnamed fidelity)."""
-        name = self.info.get("fidelity")
-        return [str(name)] if name else []
+        return single_fidelity_names(self.info)
 
     def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None, progress: bool = False,
                 device: str = "cpu") -> Prediction:
