@@ -108,6 +108,10 @@ def test_architecture_layout_and_errors():
         Architecture(3, 7, ())
     with pytest.raises(MinbasisError, match="parameter vector"):
         arch.unpack(theta[:-1])
+    a = arch.unpack(theta)
+    hidden = arch.hidden_of(a, 1, 2)
+    gh, heads = param_gradient(hidden, trunk_forward(hidden, np.ones((2, 7)), "silu"), [])
+    assert heads == [] and all(np.all(g == 0) and g.shape == p.shape for g, p in zip(gh, hidden))
 
 
 # -- trainer ---------------------------------------------------------------------------------------

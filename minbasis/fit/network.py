@@ -256,13 +256,16 @@ def param_gradient(hidden: Sequence[np.ndarray], trunk: Trunk, heads: Sequence[t
     hidden : [W_1, b_1, …] of the trunk (as :func:`trunk_forward`)
     trunk : the cached forward pass
     heads : sequence of (w (H_L,), has_linear_term (bool), ȳ (n,), u (n, F) or None); u None means
-        no input-gradient term (e.g. an energy-only loss) and skips the tangent stream
+        no input-gradient term (e.g. an energy-only loss) and skips the tangent stream; no heads
+        gives zero gradients
 
     Returns
     -------
     (gradients of [W_1, b_1, …] (same shapes as ``hidden``), one :class:`HeadGradient` per head)
     """
     L = len(trunk.layers)
+    if not heads:
+        return [np.zeros_like(p) for p in hidden], []
     head_grads = []
     abar = None
     tangents = []  # per head with u: (tangent inputs ḣ_l per layer, ȧ_l per layer, ḣ̄ at the top)
