@@ -22,7 +22,7 @@ from minbasis.errors import FileFormatError, MinbasisError
 from minbasis.fit import (LinearFitConfig, LinearModel, MLPFitConfig, MLPModel, PolynomialFeatures, PolynomialModel,
                           error_metrics, fit_linear, fit_mlp, fit_polynomial, get_labels, load_model, read_structures)
 from minbasis.fit.atomic import DescriptorSet, fit_e0, fit_standardiser, forces_from_gradients
-from minbasis.fit.mlp import _init_params, _Objective, _pack, _shapes, _unpack, mlp_loss
+from minbasis.fit.mlp import _architecture, _Objective, mlp_loss
 
 KEYS = {"energy_key": "energy_high", "forces_key": "forces_high"}
 
@@ -70,12 +70,12 @@ def _objective(basis, atoms, labels_keys, hidden, activation, stress=False, l2=1
     mean, std = fit_standardiser(data.features, data.channels, C)
     e0 = fit_e0(atoms, data.channels, labels.energy, C)
     cfg = MLPFitConfig(hidden=hidden, activation=activation, l2=l2)
-    shapes = _shapes(C, basis.n_features, hidden, linear)
-    obj = _Objective(data, labels, cfg, shapes, mean, std, 0.8, e0, len(atoms))
+    arch = _architecture(C, basis.n_features, hidden, linear)
+    obj = _Objective(data, labels, cfg, arch, mean, std, 0.8, e0, len(atoms))
     rng = np.random.default_rng(seed)
-    theta = _pack(_init_params(shapes, 0))
+    theta = arch.init(0)
     theta = theta + 0.3 * rng.standard_normal(theta.shape)  # away from the symmetric start
-    return obj, theta, shapes, (mean, std, e0)
+    return obj, theta, arch, (mean, std, e0)
 
 
 def _check_gradient(obj, theta, n_check=16, h=1e-6):
@@ -109,11 +109,11 @@ def test_loss_gradient_with_stress(emt_cells):
 
 def test_uncached_descriptor_chunks_give_the_same_loss(frames, basis):
     """With a zero cache budget every chunk is recomputed on access; the loss is unchanged."""
-    obj, theta, shapes, (mean, std, e0) = _objective(basis, frames[:6], ("energy_high", "forces_high"), (5,), "silu")
+    obj, theta, arch, (mean, std, e0) = _objective(basis, frames[:6], ("energy_high", "forces_high"), (5,), "silu")
     labels = get_labels(frames[:6], **KEYS)
     data = DescriptorSet(basis, frames[:6], chunk_bytes=1, cache_bytes=0)
     assert len(data) == 6 and not data.fully_cached and data.cached_bytes == 0
-    other = _Objective(data, labels, obj.cfg, shapes, mean, std, 0.8, e0, 6)
+    other = _Objective(data, labels, obj.cfg, arch, mean, std, 0.8, e0, 6)
     l1, g1, _ = obj(theta)
     l2, g2, _ = other(theta)
     assert l2 == pytest.approx(l1, rel=1e-12)
@@ -123,9 +123,9 @@ def test_uncached_descriptor_chunks_give_the_same_loss(frames, basis):
 def test_forces_and_stress_are_energy_derivatives(frames, basis, emt_cells):
     """Predicted forces = −∂E/∂r and stress = (1/V) ∂E/∂ε by central differences; the training-time
     chain rule through ∂B/∂r gives the same forces as the Jacobian-free prediction."""
-    obj, theta, shapes, (mean, std, e0) = _objective(basis, frames[:2], ("energy_high", "forces_high"), (5, 4), "tanh",
-                                                     linear=True)
-    model = MLPModel(basis=basis, params=_unpack(theta, shapes), mean=mean, std=std, scale=0.8, e0=e0, activation="tanh")
+    obj, theta, arch, (mean, std, e0) = _objective(basis, frames[:2], ("energy_high", "forces_high"), (5, 4), "tanh",
+                                                   linear=True)
+    model = MLPModel(basis=basis, params=[p[0] for p in arch.unpack(theta)], mean=mean, std=std, scale=0.8, e0=e0, activation="tanh")
     atoms = frames[50]
     pred = model.predict(atoms)
     h = 1e-5
@@ -145,8 +145,8 @@ def test_forces_and_stress_are_energy_derivatives(frames, basis, emt_cells):
     np.testing.assert_allclose(F_chain, np.concatenate(model.predict(frames[:2]).forces), atol=1e-10)
     # stress on a periodic cell
     cu = mb.Basis.ace(["Cu", "Ni"], 4.0, [3, 2], [0, 1], 2)
-    obj, theta, shapes, (mean, std, e0) = _objective(cu, emt_cells[:2], ("energy", "forces"), (4,), "silu")
-    model = MLPModel(basis=cu, params=_unpack(theta, shapes), mean=mean, std=std, scale=0.8, e0=e0, activation="silu")
+    obj, theta, arch, (mean, std, e0) = _objective(cu, emt_cells[:2], ("energy", "forces"), (4,), "silu")
+    model = MLPModel(basis=cu, params=[p[0] for p in arch.unpack(theta)], mean=mean, std=std, scale=0.8, e0=e0, activation="silu")
     cell = emt_cells[3]
     stress = model.predict(cell).stress[0]
     eps = 1e-7

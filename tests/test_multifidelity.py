@@ -12,6 +12,7 @@ from minbasis.demo import bundled_ethanol_path
 from minbasis.errors import LabelError, FileFormatError, MinbasisError
 from minbasis.fit import LinearModel, read_structures
 from minbasis.fit.fidelity import FidelityData, load_fit_config, parse_data_spec
+from minbasis.fit.network import Architecture
 from minbasis.fit.multifidelity import (MultiFidelityModel, PIWSLConfig, block_from_rows, design_rows,
                                         fidelity_blocks, fit_blocks, fit_linear_mf, fit_linear_prior, piwsl_rows,
                                         solve_delta)
@@ -263,7 +264,8 @@ def test_mlp_mf_gradient_matches_finite_differences(basis, frames):
     for shared in (True, False):
         S = 1 if shared else 2
         e0 = np.array([[ -300.0, -1000.0, -2000.0]] * 2)  # roughly centres the energies
-        prob = _Problem(ents, 2, C, F, 3, shared, np.zeros((C, F)), np.full((C, F), 5.0), 0.5, e0, 1e-3)
+        prob = _Problem(ents, Architecture(C, F, (3,), n_heads=2, n_trunks=S), np.zeros((C, F)), np.full((C, F), 5.0),
+                        0.5, e0, 1e-3)
         n = S * C * F * 3 + S * C * 3 + 2 * C * 3 + 2 * C
         th = 0.3 * rng.standard_normal(n)
         _, g = prob(th)
@@ -407,7 +409,8 @@ def test_mlp_mf_silu_gradient_and_uncoupled_equals_separate_fits(basis, frames):
     C, F = 3, basis.n_features
     rng = np.random.default_rng(2)
     e0 = np.array([[-300.0, -1000.0, -2000.0]] * 2)
-    prob = _Problem(ents, 2, C, F, 3, True, np.zeros((C, F)), np.full((C, F), 5.0), 0.5, e0, 1e-3, "silu")
+    prob = _Problem(ents, Architecture(C, F, (3,), n_heads=2), np.zeros((C, F)), np.full((C, F), 5.0), 0.5, e0, 1e-3,
+                    "silu")
     n = C * F * 3 + C * 3 + 2 * C * 3 + 2 * C
     th = 0.3 * rng.standard_normal(n)
     L, g = prob(th)

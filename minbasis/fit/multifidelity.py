@@ -65,9 +65,9 @@ from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import (Entry, LinearSystem, NormalEquations, RawRows, RowWeights, WeightedRows, accumulate_entries,
                        raw_rows)
-from .atomic import read_model_file, write_model_file
+from .fidelity import FidelityData, fidelity_names, resolve_fidelity
+from .fileio import read_model_file, write_model_file
 from .solvers import BayesianRidge, column_scale, spectrum
-from .fidelity import FidelityData, fidelity_names
 from .model import LinearModel, MinbasisCalculator, Prediction
 
 __all__ = ["DesignRows", "design_rows", "FidelityBlock", "block_from_rows", "fidelity_blocks", "PIWSLConfig",
@@ -696,6 +696,7 @@ class MultiFidelityModel:
         Shapes that do not match the basis, duplicate or empty names, non-finite values.
     """
 
+    kind = "linear-mf"  # model kind in files and in minbasis.fit.registry (a class attribute, not a field)
     basis: Basis
     fidelities: list
     weights: np.ndarray
@@ -718,14 +719,7 @@ class MultiFidelityModel:
             raise MinbasisError("weights and e0 must be finite")
 
     def _index(self, fidelity: str | None) -> int:
-        if fidelity is None:
-            if len(self.fidelities) == 1:
-                return 0
-            raise MinbasisError(f"this multi-fidelity model needs fidelity=...; it knows {self.fidelities}")
-        if fidelity not in self.fidelities:
-            raise MinbasisError(f"fidelity {fidelity!r} was not in the training data of this model; "
-                                f"known fidelities: {self.fidelities}")
-        return self.fidelities.index(fidelity)
+        return resolve_fidelity(self.fidelities, fidelity)
 
     def head(self, fidelity: str | None = None) -> LinearModel:
         """The :class:`~minbasis.fit.model.LinearModel` of one fidelity.
@@ -739,7 +733,7 @@ class MultiFidelityModel:
         return LinearModel(basis=self.basis, weights=self.weights[k], e0=self.e0[k],
                            info={"fidelity": self.fidelities[k], **self.info})
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = "high",
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None,
                 progress: bool = False) -> Prediction:
         """Energies (eV), forces (eV/Å), stress (eV/Å³) at one fidelity.
 
@@ -750,7 +744,7 @@ class MultiFidelityModel:
         """
         return self.head(fidelity).predict(atoms_or_list, progress=progress)
 
-    def calculator(self, fidelity: str | None = "high") -> MinbasisCalculator:
+    def calculator(self, fidelity: str | None = None) -> MinbasisCalculator:
         """An ASE calculator predicting at ``fidelity`` (checked now, not at the first call)."""
         return MinbasisCalculator(self.head(fidelity))
 

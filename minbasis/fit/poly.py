@@ -36,10 +36,10 @@ import scipy.sparse as sp
 from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
-from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_standardiser, read_model_file,
-                     write_model_file)
 from .assembly import NormalEquations, RawRows, weight_rows
+from .atomic import AtomicEnergyModel, DescriptorSet, check_finite, fit_standardiser
 from .data import Labels, get_labels, matrix_to_voigt
+from .fileio import read_model_file, write_model_file
 from .linear import LinearFitConfig, solve_equations
 
 __all__ = ["PolynomialFeatures", "PolynomialModel", "fit_polynomial", "MAX_POLY_COLUMNS"]
@@ -163,6 +163,7 @@ class PolynomialModel(AtomicEnergyModel):
     info : dict, provenance of the fit
     """
 
+    kind = "poly"  # model kind in files and in minbasis.fit.registry (a class attribute, not a field)
     basis: Basis
     poly: PolynomialFeatures
     mean: np.ndarray
