@@ -9,6 +9,7 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from .errors import MinbasisError
+from .invariants.ace import MAX_ORDER
 from .spec import BasisSpec
 
 __all__ = ["Basis"]
@@ -62,7 +63,8 @@ class Basis:
         l_max : int or list of int (one per order)
             Largest l allowed at each order (pacemaker's ``lmax_by_orders``).
         order : int
-            Correlation order ν, 1..4 (body order ν + 1).
+            Correlation order ν, 1..6 (body order ν + 1); for ν ≥ 5 keep the basis tractable with
+            ``total_degree`` or small per-order ``l_max``.
         total_degree : float, optional
             Keep only products with Σ_k (n_k + 1 + l_weight · l_k) ≤ total_degree.
         l_weight : float
@@ -74,14 +76,14 @@ class Basis:
         Raises
         ------
         ValueError
-            Unknown or repeated species, non-positive r_cut, order outside 1..4, per-order
+            Unknown or repeated species, non-positive r_cut, order outside 1..6, per-order
             lists of the wrong length.
         """
         from .invariants import enumerate_ace, per_order
 
         species = _check_species_r_cut(species, r_cut)
-        if not 1 <= int(order) <= 4:
-            raise MinbasisError(f"order (correlation order ν) must be 1..4, got {order}")
+        if not 1 <= int(order) <= MAX_ORDER:
+            raise MinbasisError(f"order (correlation order ν) must be 1..{MAX_ORDER}, got {order}")
         order = int(order)
         n_list = per_order(n_max, order, "n_max")
         l_list = per_order(l_max, order, "l_max")

@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "minimal basis (`minbasis basis ... --minimal`).")
     p.add_argument("data", nargs="?", default=None,
                    help="training structures with labels (or give --data FILE:fidelity=... / --config)")
-    p.add_argument("--basis", default=None, help="basis JSON (required unless the --config names it)")
+    p.add_argument("--basis", default=None,
+                   help="basis JSON; leave out (or 'auto') to let fit choose the basis, the observable weights and "
+                        "a smoothness prior on a validation split inside the training data (linear model)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="automatic basis: wall-time budget of the selection and the final fit (default 15)")
+    p.add_argument("--r-cut", type=float, default=None, help="automatic basis: cutoff radius in Å (default 5)")
     p.add_argument("--data", dest="fidelity_data", action="append", default=None, metavar="FILE:fidelity=F:...",
                    help="multi-fidelity training data, repeatable: FILE:fidelity=NAME[:energy_key=K][:forces_key=K]"
                         "[:stress_key=K][:energy_weight=W][:forces_weight=W][:stress_weight=W]; labels not named "
@@ -371,8 +376,10 @@ def _cmd_fit(args) -> int:
         from .fit.mf_cli import fit_multifidelity_cli
 
         return fit_multifidelity_cli(args)
-    if args.data is None or args.basis is None:
-        raise MinbasisError("fit needs DATA and --basis (or --data FILE:fidelity=... / --config for multi-fidelity)")
+    if args.data is None:
+        raise MinbasisError("fit needs DATA (or --data FILE:fidelity=... / --config for multi-fidelity)")
+    if args.basis in (None, "auto"):
+        return _fit_auto(args)
     basis = Basis.load(args.basis)
     frames = read_structures(args.data)
     e_key, f_key, s_key = _keys(args)
@@ -407,6 +414,36 @@ def _cmd_fit(args) -> int:
     print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(frames)} structures "
           f"({model.info['n_rows']} rows, solver {model.info['solver']}) in {time.perf_counter() - t0:.1f} s; "
           f"wrote {args.output}")
+    return 0
+
+
+def _fit_auto(args) -> int:
+    """``minbasis fit DATA -o M`` without --basis: :func:`minbasis.fit.auto.fit_auto`."""
+    from .fit import read_structures
+    from .fit.auto import AutoFitConfig, fit_auto
+
+    if args.model != "linear":
+        raise MinbasisError(f"the automatic basis is for linear fits; --model {args.model} needs --basis")
+    if args.dask:
+        raise MinbasisError("--dask needs an explicit --basis (the automatic selection runs in one process)")
+    frames = read_structures(args.data)
+    e_key, f_key, s_key = _keys(args)
+    s_key = _resolve_stress(frames, s_key)
+    kw = {}
+    if args.budget_minutes is not None:
+        kw["budget_minutes"] = args.budget_minutes
+    if args.r_cut is not None:
+        kw["r_cut"] = args.r_cut
+    if args.validation_fraction is not None:
+        kw["validation_fraction"] = args.validation_fraction
+    if args.seed is not None:
+        kw["seed"] = args.seed
+    t0 = time.perf_counter()
+    model = fit_auto(frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=AutoFitConfig(**kw),
+                     progress=True, log=lambda msg: print(msg, flush=True))
+    model.save(args.output)
+    print(f"fitted {len(model.basis.species)}×{model.basis.n_features} coefficients on {len(frames)} structures in "
+          f"{time.perf_counter() - t0:.0f} s; wrote {args.output}")
     return 0
 
 

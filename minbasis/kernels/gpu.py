@@ -262,7 +262,7 @@ def _radial(xp, r, r_cut, scale, n_r, grad):
     """R (n_r, P) and dR/dr (n_r, P) in 1/Å (or None) of the chebyshev_exp basis with the poly3
     envelope, for distances r (P,) in Å; see :func:`minbasis.kernels.primitives.pair_radial`."""
     u = r / r_cut
-    if scale > 1e-8:
+    if abs(scale) > 1e-8:
         den = math.exp(scale) - 1.0
         e = xp.exp(-scale * (u - 1.0))
         x = 1.0 - 2.0 * (e - 1.0) / den
