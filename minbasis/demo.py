@@ -30,7 +30,7 @@ def run_demo(seed: int = 0, n_train: int = 180, print_fn=print) -> dict:
     dict: {"full": metrics, "minimal": metrics, "n_features": {...}, "seconds": float}
     """
     from .basis import Basis
-    from .cli import format_metrics_table
+    from .fit.metrics import format_metrics_table
     from .fit import error_metrics, fit_linear, get_labels, read_structures
 
     t0 = time.perf_counter()

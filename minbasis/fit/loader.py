@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import FileFormatError
-from .atomic import read_model_meta
+from .modelfile import read_model_meta
 
 __all__ = ["load_model", "MODEL_KINDS"]
 

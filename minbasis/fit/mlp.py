@@ -437,7 +437,7 @@ class MLPModel(AtomicEnergyModel):
             Missing or corrupt file, another format version or kind, or content hash mismatch.
         """
         from ..errors import FileFormatError
-        from .atomic import read_model_meta
+        from .modelfile import read_model_meta
 
         meta, _ = read_model_meta(path)
         n = int(meta.get("hyper", {}).get("n_params", 0)) if isinstance(meta.get("hyper"), dict) else 0

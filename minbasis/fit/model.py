@@ -134,8 +134,8 @@ class LinearModel:
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the model (basis included) as a versioned, hashed .npz file, atomically
-        (:func:`minbasis.fit.atomic.write_model_file`, kind ``"linear"``)."""
-        from .atomic import write_model_file
+        (:func:`minbasis.fit.modelfile.write_model_file`, kind ``"linear"``)."""
+        from .modelfile import write_model_file
 
         write_model_file(path, "linear", self.basis, {"weights": self.weights, "e0": self.e0}, {}, self.info)
 
@@ -149,7 +149,7 @@ class LinearModel:
             Missing or corrupt file, another format version or model kind, wrong shapes, or a
             content-hash mismatch (edited file).
         """
-        from .atomic import read_model_file
+        from .modelfile import read_model_file
 
         basis, arrays, _, info = read_model_file(path, "linear", ("weights", "e0"))
         try:

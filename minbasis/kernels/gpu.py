@@ -748,7 +748,7 @@ def describe_xp(atoms_list, basis, xp, dtype=np.float64, *, gradients: bool = Fa
     MinbasisError
         ``dtype`` other than float32/float64.
     """
-    from ..describe import GRADIENT_BATCH_BYTES, Descriptors, iter_batches
+    from .batching import GRADIENT_BATCH_BYTES, Descriptors, iter_batches
 
     dt = _check_dtype(dtype)
     F = basis.n_features
