@@ -31,8 +31,8 @@ from minbasis.invariants import (
     moment_variables,
     prune_candidates,
 )
-from minbasis.completeness import neighbour_rank
-from minbasis.completeness import rank_bound as max_neighbour_rank
+from minbasis.local_completeness import neighbour_rank
+from minbasis.local_completeness import rank_bound as max_neighbour_rank
 from minbasis.invariants.cartesian import cartesian_to_spherical_exact
 from minbasis.kernels.primitives import radial_values
 

@@ -15,7 +15,7 @@ is re-verified with a full SVD at every point (full rank at one point, the gener
 This module works on the plain invariant dicts of :mod:`minbasis.spec` and is shared by
 every invariant family expressed in moment components (ACE, Cartesian, or a mix of both:
 :func:`prune_candidates`). The rank with respect to neighbour positions (3N − 3 for N
-neighbours) needs the kernels and lives in :func:`minbasis.completeness.neighbour_rank`.
+neighbours) needs the kernels and lives in :func:`minbasis.local_completeness.neighbour_rank`.
 """
 
 from __future__ import annotations

@@ -397,7 +397,7 @@ class _Chunk:
         ux, uy, uz = x * inv_r, y * inv_r, z * inv_r
         plan = dp.plan
         self.R, dR = _radial(xp, r, plan.r_cut, plan.scale, dp.n_r, grad)
-        self.Y, dY = _spherical_harmonics(xp, ux, uy, uz, inv_r, dp.l_max, plan.F, grad)
+        self.Y, dY = _spherical_harmonics(xp, ux, uy, uz, inv_r, dp.l_max, plan.sph_norm, grad)
         if grad:
             self.RT = xp.ascontiguousarray(self.R.T)
             self.dRT = xp.ascontiguousarray(dR.T)

@@ -16,7 +16,7 @@ Two different questions are answered, and the page says which is which:
   Rev. Lett. 125, 166001 (2020); Nigam et al., APL Mach. Learn. 2, 016110 (2024)) and on a
   user's own pair. Full local rank does not imply it.
 
-Submodules: :mod:`.summary` (counts, pruning decisions, dependencies), :mod:`minbasis.completeness` (rank
+Submodules: :mod:`.summary` (counts, pruning decisions, dependencies), :mod:`minbasis.local_completeness` (rank
 against the number of neighbours), :mod:`.pairs` (the literature pairs), :mod:`.dataset`
 (data analyses and cost), :mod:`.plots`, :mod:`.html`.
 """
@@ -259,7 +259,7 @@ def completeness(basis=None, *, species: Sequence[str] | None = None, r_cut: flo
     al., APL Mach. Learn. 2, 016110 (2024); Roy & Vetterli, EUSIPCO 2007 (effective rank).
     """
     from .._version import __version__
-    from .. import completeness as local
+    from .. import local_completeness as local
     from . import dataset, summary
 
     t_all = time.perf_counter()
