@@ -1,4 +1,4 @@
-"""The ``minbasis`` command line (design.md 8).
+"""The ``minbasis`` command line (user guide: docs/guide/).
 
 Every subcommand has ``--help``. Errors end with exit code 2 and a single line
 ``minbasis: error: <reason>`` on standard error.

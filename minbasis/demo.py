@@ -59,5 +59,5 @@ def run_demo(seed: int = 0, n_train: int = 180, print_fn=print) -> dict:
         print_fn(format_metrics_table(metrics))
     out["seconds"] = time.perf_counter() - t0
     print_fn(f"\ndemo finished in {out['seconds']:.0f} s. A linear model needs the full basis; the minimal one "
-             "is the input for nonlinear models (design.md 3.4).")
+             "is the input for nonlinear models (docs/theory/completeness.md).")
     return out

@@ -1,4 +1,4 @@
-"""Local completeness with respect to neighbour positions: Jacobian rank against N (design.md 3.4).
+"""Local completeness with respect to neighbour positions: Jacobian rank against N (docs/theory/completeness.md).
 
 Used by :func:`neighbour_rank` (the public check of issue-level claims such as "the 13
 HIP-HOP invariants have rank min(13, 3N − 3)") and by the completeness report.
@@ -28,7 +28,7 @@ FULL_JACOBIAN_BYTES = 160 * 1024**2
 
 def rank_bound(k_rank: int, n_neighbours: int) -> int:
     """Largest possible rank of K invariants as functions of N neighbour positions around a fixed
-    centre (design.md 3.4): min(K, 3N − 3) for N ≥ 2 (rotations act freely on generic
+    centre (docs/theory/completeness.md): min(K, 3N − 3) for N ≥ 2 (rotations act freely on generic
     configurations), min(K, 1) for N = 1 (only the distance), 0 for N = 0."""
     if n_neighbours <= 0 or k_rank <= 0:
         return 0

@@ -1,4 +1,4 @@
-"""Linear or nonlinear? Learning curves of model families on the same folds (design.md 4).
+"""Linear or nonlinear? Learning curves of model families on the same folds (docs/theory/fitting.md#linear-or-nonlinear).
 
 :func:`compare_models` fits, for a list of training sizes and folds, any of
 

@@ -1,4 +1,4 @@
-"""Linear ACE fits: design matrix, weights, E0 and solvers (design.md 4, "Linear").
+"""Linear ACE fits: design matrix, weights, E0 and solvers (docs/theory/fitting.md#linear-models).
 
 Model: E = Σ_i [E0(Z_i) + Σ_k c_{Z_i,k} B_{i,k}]. Rows of the least-squares problem:
 

@@ -1,4 +1,4 @@
-"""Cartesian tensor invariants: full contractions of moment tensors (design.md 3.3).
+"""Cartesian tensor invariants: full contractions of moment tensors (docs/theory/cartesian.md).
 
 Moment tensors (Shapeev, Multiscale Model. Simul. 14, 1153, 2016, "moment tensor potentials";
 Cheng, npj Comput. Mater. 10, 157, 2024, "CACE"; HIP-HOP-NN, lanl/hippynn
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 #: The 13 default invariants of HIP-HOP-NN (lanl/hippynn,
-#: ``hippynn/layers/hiplayers/polynomial_invariants.py``, ``default_invariants_list``; design.md 3.3),
+#: ``hippynn/layers/hiplayers/polynomial_invariants.py``, ``default_invariants_list``; docs/theory/cartesian.md),
 #: as einsum strings over the STF moments s, v, q, t of rank 0..3.
 HIPHOP_EINSUMS = ("->", "i,i", "ij,ij", "ijk,ijk", "i,ij,j", "ij,ik,jk", "ij,jkl,ikl", "i,j,k,ijk",
                   "i,ij,jk,k", "i,ijk,jkl,l", "ij,jk,ilm,klm", "ij,ijk,kab,ab", "ijk,ijl,abk,abl")
@@ -753,7 +753,7 @@ def hiphop_invariants(l_max: int = 3, max_factors: int = 4, *, channels: Sequenc
     """The HIP-HOP-NN invariant set (:data:`HIPHOP_EINSUMS`) with ≤ ``max_factors`` factors and ranks ≤ ``l_max``.
 
     Source: lanl/hippynn, ``hippynn/layers/hiplayers/polynomial_invariants.py``; counts per
-    (max_factors, l_max) in design.md 3.3 (13 for (4, 3), one channel).
+    (max_factors, l_max) in docs/theory/cartesian.md (13 for (4, 3), one channel).
 
     Raises
     ------

@@ -19,7 +19,7 @@ each factor contributes to, ``slot_v`` (S,) the moment of each slot, and ``cf_pt
 (n_channels·F + 1,) the CSR offsets of the slots of feature f among the moments of channel c
 (slots sorted by channel, feature, moment).
 
-Gradients follow design.md 3.5: the kernels return ∂/∂r_ij per pair; callers scatter
+Gradients follow docs/theory/conventions.md: the kernels return ∂/∂r_ij per pair; callers scatter
 ∂/∂r_j += ∂/∂r_ij and ∂/∂r_i −= ∂/∂r_ij.
 """
 

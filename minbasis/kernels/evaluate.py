@@ -97,7 +97,7 @@ def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray
     -------
     energies : (N,) per-atom energies, eV
     forces : (N, 3), eV/Å, F = −∂E/∂r
-    virial : (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (design.md 3.5); stress = −W / V.
+    virial : (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (docs/theory/conventions.md); stress = −W / V.
     """
     weights = np.ascontiguousarray(weights, dtype=np.float64)
     e0 = np.ascontiguousarray(e0, dtype=np.float64)

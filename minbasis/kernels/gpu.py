@@ -646,7 +646,7 @@ def xp_linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights, e0, xp,
     -------
     energies : xp array, ``dtype``, (N,) per-atom energies, eV
     forces : xp array, ``dtype``, (N, 3), eV/Å, F = −∂E/∂r
-    virial : xp array, ``dtype``, (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (design.md 3.5)
+    virial : xp array, ``dtype``, (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (docs/theory/conventions.md)
 
     Raises
     ------
