@@ -160,7 +160,7 @@ def _monomial_decomposition(l: int):
 def cartesian_to_spherical_exact(l: int, symmetric: str = "stf") -> dict:
     """Exact coefficients of the Cartesian tensor of rank l in the real spherical harmonics.
 
-    T_l(r̂)[i_1..i_l] = Σ_{l', μ} c[(a, b, c)][(l', μ)] Y_{l',μ}(r̂), where (a, b, c) counts the
+    ``T_l(r̂)[i_1..i_l] = Σ_{l', μ} c[(a, b, c)][(l', μ)] Y_{l',μ}(r̂)``, where (a, b, c) counts the
     indices equal to x, y, z (the tensor is symmetric). ``symmetric="stf"``: only l' = l (the
     STF part); ``"plain"``: l' = l, l−2, …, the plain tensor r̂^{⊗l}.
 
@@ -284,6 +284,11 @@ def _canonical_upper(upper: tuple[int, ...], k: int, perms: Sequence[tuple[int, 
 class ContractionGraph:
     """A full contraction of moment tensors as a multigraph (a small value object).
 
+    Build one from an einsum string with :meth:`from_einsum`; :meth:`canonical` gives the
+    representative shared by all isomorphic graphs (factors sorted by (l, z, n) as in ACE,
+    adjacency maximal over permutations of identical factors), whose :attr:`name` and
+    :attr:`einsum` are stable.
+
     Attributes
     ----------
     ranks : tuple of int
@@ -292,11 +297,6 @@ class ContractionGraph:
         Neighbour channel z and radial index n of each factor.
     edges : tuple of (a, b, multiplicity)
         Contracted index pairs between factors a < b.
-
-    Build one from an einsum string with :meth:`from_einsum`; :meth:`canonical` gives the
-    representative shared by all isomorphic graphs (factors sorted by (l, z, n) as in ACE,
-    adjacency maximal over permutations of identical factors), whose :attr:`name` and
-    :attr:`einsum` are stable.
     """
 
     ranks: tuple[int, ...]
