@@ -149,3 +149,43 @@ def test_cycle_finder_reports_a_cycle():
 def test_no_import_cycles():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles inside minbasis/:\n" + "\n".join("  " + " → ".join(c) for c in cycles)
+
+
+#: Layers of docs/architecture.md, lowest first; a module may import only from its own layer or
+#: lower ones. Modules matched by no prefix (new ones) are not checked here.
+LAYERS = [
+    ("data", ("minbasis.errors", "minbasis._version", "minbasis.spec")),
+    ("symbolic / numerical", ("minbasis.invariants", "minbasis.kernels")),
+    ("basis", ("minbasis.basis",)),
+    ("descriptors", ("minbasis.describe",)),
+    ("local completeness", ("minbasis.local_completeness",)),
+    ("fits", ("minbasis.fit",)),
+    ("reports", ("minbasis.report",)),
+    ("entry points", ("minbasis.cli", "minbasis.demo", "minbasis.fit.mf_cli", "minbasis.completeness")),
+]
+
+
+def _layer(module: str) -> int | None:
+    """Index in :data:`LAYERS` of the longest matching prefix (None: the package itself or unknown)."""
+    best, length = None, -1
+    for k, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > length:
+                best, length = k, len(p)
+    return best
+
+
+def test_imports_follow_the_layers():
+    graph = import_graph()
+    bad = []
+    for mod, targets in graph.items():
+        a = _layer(mod)
+        for t in targets:
+            b = _layer(t)
+            if a is None or b is None:
+                continue
+            if b > a:
+                bad.append(f"{mod} ({LAYERS[a][0]}) imports {t} ({LAYERS[b][0]})")
+            elif a == b == 1 and mod.split(".")[1] != t.split(".")[1]:
+                bad.append(f"{mod} imports {t}: the symbolic and numerical halves are independent")
+    assert not bad, "imports against the layers of docs/architecture.md:\n" + "\n".join(sorted(bad))
