@@ -13,8 +13,9 @@ polynomial features of B) differ only in ε. Everything else lives here:
   descriptor Jacobian — ∂E_i/∂B_i is computed per atom and back-propagated through the ACE
   contraction by the linear-model kernel, one "channel" per atom (cost ≈ two linear
   evaluations);
-* per-species standardisation and E0 by least squares on composition. (The versioned,
-  hashed ``.npz`` model files shared by every model kind are in :mod:`minbasis.fit.modelfile`.)
+* per-species standardisation and E0 by least squares on composition.
+
+The versioned, hashed model files of every model kind are in :mod:`minbasis.fit.fileio`.
 
 Sign conventions follow docs/theory/conventions.md: F = −∂E/∂r; stress σ = (1/V) ∂E/∂ε (eV/Å³, Voigt
 order xx, yy, zz, yz, xz, xy), ∂B_i/∂ε_ab = Σ_j (r_ij)_a ∂B_i/∂(r_ij)_b.
@@ -35,12 +36,11 @@ from ..errors import LabelError, MinbasisError, SpeciesError
 from ..kernels import as_atoms_list, linear_energy_forces
 from ..kernels.evaluate import features as _kernel_features
 from .data import Labels
-# model files moved to .modelfile (import cycle with .model); the names stay importable from here
-from .modelfile import array_digest, model_hash, read_model_file, read_model_meta, write_model_file  # noqa: F401
+from .fidelity import resolve_fidelity, single_fidelity_names
+from .model import MinbasisCalculator, Prediction, PredictionAccumulator
 
 __all__ = ["DescriptorChunk", "DescriptorSet", "forces_from_gradients", "gradient_adjoint", "predict_atomic",
-           "species_channels", "fit_standardiser", "fit_e0", "array_digest", "write_model_file",
-           "read_model_file"]
+           "species_channels", "fit_standardiser", "fit_e0", "AtomicEnergyModel", "labels_weights", "check_finite"]
 
 
 # -- chain rule kernels ---------------------------------------------------------------------------
@@ -366,8 +366,6 @@ def predict_atomic(basis: Basis, atoms_or_list: Atoms | Sequence[Atoms],
     StructureError / SpeciesError
         For invalid structures or species outside the basis.
     """
-    from .model import PredictionAccumulator
-
     atoms_list = as_atoms_list(atoms_or_list)
     plan = basis.plan
     acc = PredictionAccumulator()
@@ -383,25 +381,44 @@ def predict_atomic(basis: Basis, atoms_or_list: Atoms | Sequence[Atoms],
 
 
 class AtomicEnergyModel:
-    """Mixin for models E = Σ_i ε(B_i, s_i) that define ``basis`` and
+    """Mixin for single-fidelity models E = Σ_i ε(B_i, s_i) that define ``basis``, ``info`` and
     ``atomic_energies_and_gradients(B (N, F), channels (N,)) -> (E_i (N,) eV, ∂E_i/∂B_i (N, F))``:
-    gives them :meth:`predict` (via :func:`predict_atomic`) and :meth:`calculator`."""
+    gives them the prediction part of the :class:`~minbasis.fit.registry.Model` protocol
+    (:attr:`fidelities`, :meth:`predict`, :meth:`calculator`)."""
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], progress: bool = False):
+    @property
+    def fidelities(self) -> list[str]:
+        """Names of the levels of theory the model predicts: ``[info["fidelity"]]`` when the fit
+        recorded one, else ``[]`` (a single unnamed fidelity)."""
+        return single_fidelity_names(getattr(self, "info", {}))
+
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None,
+                progress: bool = False) -> Prediction:
         """Energies (eV), forces (eV/Å) and stress (eV/Å³, periodic structures) as a
         :class:`~minbasis.fit.model.Prediction` (no descriptor Jacobian is built).
 
+        ``fidelity`` may be None or the model's own fidelity name
+        (:func:`~minbasis.fit.fidelity.resolve_fidelity`).
+
         Raises
         ------
+        MinbasisError
+            Another fidelity name.
         StructureError / SpeciesError
             For invalid structures or species outside the basis.
         """
+        resolve_fidelity(self.fidelities, fidelity)
         return predict_atomic(self.basis, atoms_or_list, self.atomic_energies_and_gradients, progress)
 
-    def calculator(self):
-        """An ASE calculator (:class:`~minbasis.fit.model.MinbasisCalculator`) for this model."""
-        from .model import MinbasisCalculator
+    def calculator(self, fidelity: str | None = None) -> MinbasisCalculator:
+        """An ASE calculator (:class:`~minbasis.fit.model.MinbasisCalculator`) for this model.
 
+        Raises
+        ------
+        MinbasisError
+            A fidelity other than None or the model's own.
+        """
+        resolve_fidelity(self.fidelities, fidelity)
         return MinbasisCalculator(self)
 
 

@@ -1,31 +1,35 @@
-"""Versioned, hashed ``.npz`` model files shared by every model kind.
+"""Versioned, content-hashed model files (format ``minbasis.model``), shared by every model kind.
 
-A model file holds the model's arrays, a ``meta`` record (format, format version, minbasis
-version, model kind, hyper-parameters, content hash, provenance) and the embedded basis
-specification. Reading checks the envelope, the kind and the content hash, so a file from
-another format version, of another kind, or edited by hand is a clear
-:class:`~minbasis.errors.FileFormatError`. Re-exported by :mod:`minbasis.fit.atomic`.
+A model file is a NumPy ``.npz`` archive written atomically (:func:`minbasis.io.atomic_save_npz`)
+holding the model's arrays plus two records:
+
+* ``meta``: JSON bytes with ``format`` ("minbasis.model"), ``format_version``
+  (:data:`minbasis._version.MODEL_FORMAT_VERSION`), ``minbasis_version``, ``kind`` (the model
+  class, see :mod:`minbasis.fit.registry`), ``hyper`` (hyper-parameters needed to rebuild the
+  model), ``hash`` and ``info`` (provenance, not hashed);
+* ``basis``: JSON bytes of the embedded basis specification.
+
+The content hash (SHA-256 of the canonical JSON of the basis hash, kind, hyper-parameters and
+per-array digests of dtype, shape and little-endian bytes) detects corrupt or edited files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tempfile
 import zipfile
-from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .._version import MODEL_FORMAT_VERSION, __version__
 from ..basis import Basis
-from ..errors import FileFormatError
+from ..errors import FileFormatError, MinbasisError
+from ..io import atomic_save_npz
 from ..spec import BasisSpec, canonical_hash
 
-__all__ = ["array_digest", "model_hash", "write_model_file", "read_model_meta", "read_model_file"]
+__all__ = ["array_digest", "model_hash", "write_model_file", "read_model_meta", "read_model_file", "load_model_file"]
 
 
 def array_digest(arrays: dict[str, np.ndarray]) -> dict[str, str]:
@@ -53,22 +57,25 @@ def write_model_file(path: str | os.PathLike, kind: str, basis: Basis, arrays: d
     format_version, minbasis_version, kind, hyper, hash, info) and ``basis`` (the embedded
     basis specification, JSON bytes). The file is written to a temporary name in the target
     folder and renamed, so a reader never sees a half-written model.
+
+    Parameters
+    ----------
+    path : target file; kind : model kind (registry key); basis : the model's basis
+    arrays : name → array (not ``meta`` or ``basis``); hyper : JSON-serialisable hyper-parameters (hashed)
+    info : JSON-serialisable provenance (not hashed)
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the target is left as it was).
+    TypeError
+        ``hyper`` or ``info`` not JSON-serialisable.
     """
     meta = {"format": "minbasis.model", "format_version": MODEL_FORMAT_VERSION, "minbasis_version": __version__,
             "kind": kind, "hyper": hyper, "hash": model_hash(basis, kind, arrays, hyper), "info": info}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                        basis=np.frombuffer(json.dumps(basis.spec.to_dict()).encode(), dtype=np.uint8))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_npz(path, {**arrays, "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                           "basis": np.frombuffer(json.dumps(basis.spec.to_dict()).encode(), dtype=np.uint8)},
+                    compressed=True)
 
 
 def read_model_meta(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
@@ -136,3 +143,28 @@ def read_model_file(path: str | os.PathLike, kind: str, names: Sequence[str]
     if expected != meta.get("hash"):
         raise FileFormatError(f"{path}: content hash mismatch (file corrupt or edited)")
     return basis, picked, hyper, meta.get("info", {})
+
+
+def load_model_file(path: str | os.PathLike, kind: str, names: Sequence[str], build: Callable):
+    """Read a model file of ``kind`` (:func:`read_model_file`) and build the model from it.
+
+    Parameters
+    ----------
+    path, kind, names : as :func:`read_model_file`
+    build : (basis, arrays, hyper, info) → model
+
+    Returns
+    -------
+    What ``build`` returns.
+
+    Raises
+    ------
+    FileFormatError
+        As :func:`read_model_file`, or contents that ``build`` rejects (a MinbasisError, KeyError,
+        IndexError, TypeError or ValueError from it, e.g. inconsistent shapes), naming the file.
+    """
+    basis, arrays, hyper, info = read_model_file(path, kind, names)
+    try:
+        return build(basis, arrays, hyper, info)
+    except (MinbasisError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise FileFormatError(f"{path}: {exc}") from exc
