@@ -154,13 +154,14 @@ def test_no_import_cycles():
 #: Layers of docs/architecture.md, lowest first; a module may import only from its own layer or
 #: lower ones. Modules matched by no prefix (new ones) are not checked here.
 LAYERS = [
-    ("data", ("minbasis.errors", "minbasis._version", "minbasis.spec")),
+    ("data", ("minbasis.errors", "minbasis._version", "minbasis.spec", "minbasis.io", "minbasis.parallel")),
     ("symbolic / numerical", ("minbasis.invariants", "minbasis.kernels")),
     ("basis", ("minbasis.basis",)),
     ("descriptors", ("minbasis.describe",)),
     ("local completeness", ("minbasis.local_completeness",)),
     ("fits", ("minbasis.fit",)),
     ("reports", ("minbasis.report",)),
+    ("sharded descriptors", ("minbasis.cluster",)),
     ("entry points", ("minbasis.cli", "minbasis.demo", "minbasis.fit.mf_cli", "minbasis.completeness")),
 ]
 

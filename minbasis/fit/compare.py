@@ -45,7 +45,7 @@ __all__ = ["COMPARED_MODELS", "CompareConfig", "holdout_split", "fold_subsets", 
            "compare_models", "format_comparison", "plot_comparison"]
 
 #: The model families :func:`compare_models` knows, in the order of its tables (not the model-file
-#: kinds, which are :data:`minbasis.fit.loader.MODEL_KINDS`).
+#: kinds, which are the keys of :data:`minbasis.fit.registry.MODEL_CLASSES`).
 COMPARED_MODELS = ("linear_full", "linear_minimal", "poly", "mlp")
 
 
