@@ -15,7 +15,10 @@ Sections (``--section``, default all):
   rattling, seed fixed), 300 → ``--max-structures``;
 * ``basis`` — fit time and peak RSS against the number of columns P (alloy data);
 * ``dask`` — the alloy fit in one process and with ``--dask local:1`` and ``local:2``; the
-  speed-up and the largest relative coefficient difference.
+  speed-up and the largest relative coefficient difference;
+* ``zuo`` — the default fit (no options but the stress key) on ``zuo2020/{Si,Ge}_train.extxyz``
+  with bases of 437, 1168 and 2972 functions (ν = 4, r_cut 5 Å): success, time, memory, and the
+  test errors for information (nothing is chosen on the test files).
 
 Writes ``benchmarks/results/fit_scaling.json`` (merged per section) and ``fit_scaling.png``.
 Timings on the shared 2-core machine vary by ±30 %; compare ratios within one run.
@@ -57,6 +60,8 @@ train = train * job.get("repeat", 1)
 test = [frames[i] for i in job["test"]] if job.get("test") else []
 basis = mb.Basis.ace(job["species"], job["r_cut"], job["n_max"], job["l_max"], job["order"])
 t0 = time.perf_counter()
+if job.get("test_file"):
+    test = read_structures(job["test_file"])
 if job["kind"] == "linear":
     kw = {}
     if job.get("dask"):
@@ -76,9 +81,11 @@ t_fit = time.perf_counter() - t0
 out = {"fit_seconds": t_fit, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
        "columns": len(job["species"]) * basis.n_features, "n_structures": len(train)}
 if test:
-    labels = get_labels(test, "energy_high", "forces_high")
+    ek, fk = job.get("test_keys", ("energy_high", "forces_high"))
+    labels = get_labels(test, ek, fk)
     m = error_metrics(test, labels, pred_model.predict(test))
     out["test"] = {k: m[k] for k in ("energy_mae_per_atom", "energy_rmse", "forces_mae", "forces_rmse") if k in m}
+    out["solver"] = {k: getattr(model, "info", {}).get(k) for k in ("route", "effective_alpha", "n_rows")}
 if job.get("save_weights"):
     np.save(job["save_weights"], np.asarray(getattr(pred_model, "weights")))
 print("RESULT " + json.dumps(out))
@@ -232,6 +239,25 @@ def section_dask(args) -> dict:
     return out
 
 
+ZUO_BASES = (([8, 6, 4, 2], [0, 4, 3, 1]), ([10, 8, 6, 2], [0, 4, 3, 1]), ([12, 10, 6, 4], [0, 6, 4, 2]))
+
+
+def section_zuo(args) -> dict:
+    out = {}
+    for el in ("Si", "Ge"):
+        for n_max, l_max in ZUO_BASES:
+            job = {"data": str(DATA / "zuo2020" / f"{el}_train.extxyz"), "species": [el], "r_cut": 5.0,
+                   "n_max": n_max, "l_max": l_max, "order": 4, "kind": "linear", "energy_key": "energy",
+                   "forces_key": "forces", "stress_key": "stress",
+                   "test_file": str(DATA / "zuo2020" / f"{el}_test.extxyz"), "test_keys": ["energy", "forces"]}
+            print(f"zuo {el} {n_max} {l_max} ...", flush=True)
+            r = run_child(job)
+            r["ok"] = "fit_seconds" in r
+            print("   ", r, flush=True)
+            out[f"{el}_{r.get('columns', n_max)}"] = r
+    return out
+
+
 def plot(results: dict) -> None:
     import matplotlib
 
@@ -261,17 +287,17 @@ def plot(results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--section", action="append", choices=["ethanol", "memory", "structures", "basis", "dask"])
+    ap.add_argument("--section", action="append", choices=["ethanol", "memory", "structures", "basis", "dask", "zuo"])
     ap.add_argument("--old-ref", default="1411d66", help="git commit with the previous fit code")
     ap.add_argument("--max-structures", type=int, default=4800)
     ap.add_argument("--max-columns", type=int, default=10000)
     args = ap.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} not found: set MINBASIS_SHARED_DATA to the shared data folder")
-    sections = args.section or ["ethanol", "memory", "structures", "basis", "dask"]
+    sections = args.section or ["ethanol", "memory", "structures", "basis", "dask", "zuo"]
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     fns = {"ethanol": section_ethanol, "memory": section_memory, "structures": section_structures,
-           "basis": section_basis, "dask": section_dask}
+           "basis": section_basis, "dask": section_dask, "zuo": section_zuo}
     for s in sections:
         results[s] = fns[s](args)
         RESULTS.mkdir(exist_ok=True)
