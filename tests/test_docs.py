@@ -6,6 +6,8 @@
   and in one namespace, in a temporary working directory. A block preceded on the line right
   above its fence by the HTML comment ``<!-- docs: no-run -->`` (invisible on the rendered page)
   is only compiled, not run — for examples that need a GPU or would take minutes;
+* every ``minbasis …`` command line shown in a ```bash block parses with the real argument
+  parser (subcommands and options exist);
 * no docstring or comment in the repository points to ``design.md`` (users do not have it), and
   every ``docs/…`` page (and ``#anchor``) that the code cites exists;
 * ``docs/architecture.md`` has one line for every module of the package, and names no module
@@ -76,6 +78,37 @@ def test_examples_run(page, tmp_path, monkeypatch):
             compiled = compile(code, f"docs/{page}, block at line {line}", "exec")
             if runs:
                 exec(compiled, namespace)
+
+
+def command_lines(text: str) -> list[tuple[int, list[str]]]:
+    """(line number, argv) of every ``minbasis …`` command in the ```bash blocks of a page
+    (continuation lines joined, comments and ``&&`` chains split off)."""
+    import shlex
+
+    out = []
+    for m in re.finditer(r"^```(?:bash|console|sh)[ \t]*\n(.*?)^```", text, re.S | re.M):
+        body = m.group(1).replace("\\\n", " ")
+        first = text.count("\n", 0, m.start()) + 2
+        for k, line in enumerate(body.splitlines()):
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                if words[:1] == ["minbasis"]:
+                    out.append((first + k, words[1:]))
+    return out
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if "minbasis " in (DOCS / p).read_text(encoding="utf-8")])
+def test_command_lines_parse(page):
+    """Every `minbasis …` command shown in the docs uses subcommands and options that exist."""
+    from minbasis.cli import build_parser
+
+    parser = build_parser()
+    for line, argv in command_lines((DOCS / page).read_text(encoding="utf-8")):
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:
+            if exc.code not in (0, None):  # --help exits with 0
+                pytest.fail(f"docs/{page}:{line}: `minbasis {' '.join(argv)}` does not parse")
 
 
 # -- references from the code -------------------------------------------------------------------------
