@@ -7,7 +7,7 @@ Quick start::
     mini = basis.minimal()             # functionally independent subset
     X = mb.describe(atoms_list, basis) # (total atoms, n_features)
 
-See ``design.md`` (shipped in the source repository) for the mathematics and conventions.
+The mathematics, conventions, user guide and API reference are in ``docs/`` (``mkdocs build``).
 """
 
 from ._version import __version__

@@ -49,7 +49,7 @@ class Basis:
     def ace(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
             order: int, *, total_degree: float | None = None, l_weight: float = 1.0,
             radial_scale: float = 5.0) -> "Basis":
-        """Linearly independent ("full") ACE basis (design.md 3.2).
+        """Linearly independent ("full") ACE basis (docs/theory/ace.md).
 
         Parameters
         ----------
@@ -100,7 +100,7 @@ class Basis:
     def cartesian(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
                   max_factors: int, *, symmetric: str = "stf", include_products: bool = False,
                   einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0) -> "Basis":
-        """Cartesian moment-tensor invariants (design.md 3.3): full contractions of
+        """Cartesian moment-tensor invariants (docs/theory/cartesian.md): full contractions of
         M_{z,n,l} = Σ_j R_n(r_ij) T_l(r̂_ij), one per non-isomorphic contraction multigraph.
 
         Sources: Shapeev, Multiscale Model. Simul. 14, 1153 (2016) (moment tensor potentials);
@@ -252,7 +252,7 @@ class Basis:
 
     def minimal(self, *, n_points: int = 3, seed: int = 0, tol: float = 1e-7,
                 order: str | Sequence[int] | None = None) -> "Basis":
-        """Functionally independent subset, by greedy Jacobian-rank pruning (design.md 3.4).
+        """Functionally independent subset, by greedy Jacobian-rank pruning (docs/theory/completeness.md).
 
         The result keeps the order of the full basis and records every decision (with its
         singular-value gap) in ``spec.pruning``. Cached on disk by (basis hash, n_points, seed,

@@ -1,4 +1,4 @@
-"""The ``minbasis`` command line (design.md 8).
+"""The ``minbasis`` command line (user guide: docs/guide/).
 
 Every subcommand has ``--help``. Errors end with exit code 2 and a single line
 ``minbasis: error: <reason>`` on standard error.
@@ -464,27 +464,9 @@ def _fit_mlp(args, basis, frames, keys, ctw, t0) -> int:
     return 0
 
 
-def format_metrics_table(metrics: dict) -> str:
-    """A plain-text table of :func:`~minbasis.fit.error_metrics` output (meV units for readability)."""
-    cols = [("n", "n_structures", 1, "d"), ("E MAE meV/at", "energy_mae_per_atom", 1e3, ".3f"),
-            ("E RMSE meV/at", "energy_rmse_per_atom", 1e3, ".3f"), ("F MAE meV/Å", "forces_mae", 1e3, ".2f"),
-            ("F RMSE meV/Å", "forces_rmse", 1e3, ".2f"), ("S MAE meV/Å³", "stress_mae", 1e3, ".4f"),
-            ("S RMSE meV/Å³", "stress_rmse", 1e3, ".4f")]
-    cols = [c for c in cols if c[1] in metrics]
-    rows = [("all", metrics)] + list(metrics.get("per_config_type", {}).items())
-    width = max(len(r[0]) for r in rows) + 2
-    lines = ["config_type".ljust(width) + "".join(c[0].rjust(15) for c in cols)]
-    for name, m in rows:
-        cells = []
-        for _, key, scale, fmt in cols:
-            v = m.get(key)
-            cells.append((format(v * scale if fmt != "d" else int(v), fmt) if v is not None else "–").rjust(15))
-        lines.append(name.ljust(width) + "".join(cells))
-    return "\n".join(lines)
-
-
 def _cmd_evaluate(args) -> int:
     from .fit import error_metrics, get_labels, load_model, read_structures
+    from .fit.metrics import format_metrics_table
 
     model = load_model(args.model)
     frames = read_structures(args.data)

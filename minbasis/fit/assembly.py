@@ -298,17 +298,17 @@ class LinearSystem:
 class NormalEquations:
     """Streaming accumulator of the normal-equation pieces of one data set / fidelity.
 
+    Use :meth:`add` per batch of :class:`WeightedRows`, :meth:`merge` to combine accumulators of
+    disjoint shards, then :meth:`system` (the E0-eliminated :class:`LinearSystem`) and
+    :meth:`e0` (E0 for a coefficient vector). Memory: O(P² + C·P) in Gram form, at most
+    ``max_rows`` · P in row form.
+
     Parameters
     ----------
     P : int, number of coefficient columns
     C : int, number of E0 columns (species; 0 when E0 is given)
     max_rows : int or None, rows kept as rows (for the n < P route) before switching to the
         Gram form; default P
-
-    Use :meth:`add` per batch of :class:`WeightedRows`, :meth:`merge` to combine accumulators of
-    disjoint shards, then :meth:`system` (the E0-eliminated :class:`LinearSystem`) and
-    :meth:`e0` (E0 for a coefficient vector). Memory: O(P² + C·P) in Gram form, at most
-    ``max_rows`` · P in row form.
     """
 
     def __init__(self, P: int, C: int, max_rows: int | None = None):

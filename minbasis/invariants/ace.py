@@ -78,7 +78,7 @@ def _folded_terms(ls: tuple[int, ...], groups: tuple[int, ...]) -> tuple[tuple[t
 
 
 def _candidate_key(inv: dict) -> tuple:
-    """Cost order of design.md 3.4: correlation order, then total l, then total n, then labels."""
+    """Cost order of pruning (docs/theory/completeness.md): correlation order, then total l, then total n, then labels."""
     fs = inv["factors"]
     return (inv["order"], sum(f[2] for f in fs), sum(f[1] for f in fs), [tuple(f) for f in fs])
 

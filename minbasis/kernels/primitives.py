@@ -1,6 +1,6 @@
 """Numba primitives evaluated per neighbour pair: radial basis and real spherical harmonics.
 
-Radial basis (design.md 3.1), ``chebyshev_exp``::
+Radial basis (docs/theory/bases.md), ``chebyshev_exp``::
 
     x(r) = 1 − 2 (exp(−s (r/r_cut − 1)) − 1) / (exp(s) − 1)     (s = ``scale``; s → 0: x = 2r/r_cut − 1)
     R_n(r) = T_n(x(r)) · f_cut(r),  f_cut(r) = (1 − (r/r_cut)²)³,  n = 0..n_max−1
