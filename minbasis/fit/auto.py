@@ -8,7 +8,8 @@
    s = 5 the neighbour distances of a solid (2–5 Å) all land in x ∈ [0.74, 1], where the
    functions are nearly collinear. :func:`radial_scale_for` picks s so that 90 % of the shortest
    interatomic distance in the training data maps to x = −0.9: the distances that occur span
-   almost the whole interval (s < 0 for solids, s ≈ 0 for molecules with X–H bonds). The
+   almost the whole interval (s ≈ −4 for Si, s ≈ −2.4 for molecules with X–H bonds; s > 0 only
+   when the shortest distance is below about 6 % of r_cut). The
    choice and the distance it came from are written into the basis (``radial["data"]``).
 2. **Candidates.** A ladder of ACE bases of increasing size (ν = 4 for one or two species,
    ν = 3 for more; :func:`candidate_bases`), observable weights (energy, forces, virial), and a
@@ -63,6 +64,7 @@ class AutoFitConfig:
     prior_powers : smoothness-prior powers p to try (chosen by evidence)
     max_columns : largest number of coefficient columns (species × functions) considered
     x_min : position on [−1, 1] to which 0.9 × the shortest distance is mapped
+    candidates : list of dicts (``order``, ``n_max``, ``l_max``) replacing :func:`candidate_bases`
 
     Raises
     ------
@@ -78,6 +80,7 @@ class AutoFitConfig:
     prior_powers: list = field(default_factory=lambda: [0.0, 2.0])
     max_columns: int = 9000
     x_min: float = -0.9
+    candidates: list | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.r_cut) and 0.5 <= self.r_cut <= 20):
@@ -267,7 +270,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
     rows: list[dict] = []
     kept: dict = {}
     last_t, last_P = None, None
-    for k, hp in enumerate(candidate_bases(len(species))):
+    for k, hp in enumerate(cfg.candidates or candidate_bases(len(species))):
         basis = Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=scale)
         P = len(species) * basis.n_features
         if P > cfg.max_columns:
