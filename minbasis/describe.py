@@ -50,14 +50,15 @@ def iter_batches(atoms_list: list[Atoms], basis: Basis, budget_bytes: float, byt
     """Yield (first structure index, list of structures, Batch) with about ``budget_bytes`` of pairs each.
 
     The pair count is estimated as 60 per atom (dense metals at 5 Å have about 42). With
-    ``progress`` set, a tqdm bar with that description counts structures.
+    ``progress`` set, a tqdm bar with that description counts structures
+    (:func:`minbasis.progress.progress_bar`: shown only on a terminal).
     """
     plan = basis.plan
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(atoms_list), desc=progress, unit="structure", leave=False)
+        bar = progress_bar(total=len(atoms_list), desc=progress, unit="structure")
     start = 0
     try:
         while start < len(atoms_list):
@@ -92,7 +93,8 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     gradients : bool
         Also return position gradients (and strain gradients if ``strain_gradients``).
     progress : bool
-        Show a tqdm progress bar over batches.
+        Show a tqdm progress bar over batches (only when stderr is a terminal; see
+        :mod:`minbasis.progress`).
     device : "cpu" or "gpu"
         "cpu": the Numba kernels. "gpu": CuPy on the current CUDA device
         (:mod:`minbasis.kernels.gpu`; neighbour lists are still built on the host), float64,
@@ -161,9 +163,9 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     a0 = s0 = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(atoms_list), desc="describe", unit="structure", leave=False)
+        bar = progress_bar(total=len(atoms_list), desc="describe", unit="structure")
     try:
         for (start, stop), (na, ns) in zip(ranges, counts):
             chunk = atoms_list[start:stop]

@@ -81,3 +81,75 @@ def test_layer_respects_user_choice(monkeypatch):
     monkeypatch.setattr(numba.config, "THREADING_LAYER", "default")
     monkeypatch.delenv("NUMBA_THREADING_LAYER", raising=False)
     assert select_fork_safe_layer() == "forksafe"
+
+
+# -- quiet runs -------------------------------------------------------------------------------------------
+def test_progress_bar_rules(monkeypatch):
+    import io
+
+    from minbasis import progress
+
+    monkeypatch.delenv("MINBASIS_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    bar = progress.progress_bar(total=5, desc="x")
+    assert bar.disable
+    bar.close()
+    monkeypatch.setenv("MINBASIS_PROGRESS", "1")
+    bar = progress.progress_bar(total=5, desc="x")
+    assert not bar.disable
+    bar.close()
+    progress.set_quiet(True)
+    try:
+        assert progress.progress_bar(total=5, desc="x").disable
+    finally:
+        progress.set_quiet(False)
+    monkeypatch.setenv("MINBASIS_PROGRESS", "0")
+    assert progress.progress_bar(total=5, desc="x").disable
+    assert progress.progress_bar(total=5, desc="x", enabled=False).disable
+
+
+def test_quiet_flag_every_command():
+    from minbasis.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, sp in sub.choices.items():
+        assert any("--quiet" in a.option_strings for a in sp._actions), name
+
+
+def test_quiet_cli_runs(tmp_path, capsys):
+    from importlib.resources import files
+
+    from minbasis.cli import main
+    from minbasis import progress
+
+    data = str(files("minbasis") / "data" / "ethanol_mf_subset.extxyz")
+    b = tmp_path / "b.json"
+    assert main(["basis", "--species", "H,C,O", "--r-cut", "4", "--n-max", "2", "--l-max", "1", "--order", "2",
+                 "-o", str(b), "--quiet"]) == 0
+    assert main(["--quiet", "describe", data, "--basis", str(b), "-o", str(tmp_path / "f.npz")]) == 0
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    assert b.exists() and (tmp_path / "f.npz").exists()
+    assert not progress.is_quiet() or os.environ.get("MINBASIS_PROGRESS") == "0"  # restored after main
+    assert main(["describe", data, "--basis", str(b), "-o", str(tmp_path / "g.npz")]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_no_progress_spam_in_log_files(tmp_path):
+    """stderr redirected to a file (a batch job's log): no progress-bar output at all."""
+    from importlib.resources import files
+
+    data = str(files("minbasis") / "data" / "ethanol_mf_subset.extxyz")
+    env = {k: v for k, v in os.environ.items() if k != "MINBASIS_PROGRESS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import sys; from minbasis.cli import main; "
+            f"sys.exit(main(['basis', '--species', 'H,C,O', '--r-cut', '4', '--n-max', '2', '--l-max', '1', "
+            f"'--order', '2', '-o', r'{tmp_path / 'b.json'}']) or main(['describe', r'{data}', '--basis', "
+            f"r'{tmp_path / 'b.json'}', '-o', r'{tmp_path / 'f.npz'}']))")
+    with open(tmp_path / "log.txt", "w") as log:
+        res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
+                             text=True, timeout=240)
+    assert res.returncode == 0
+    text = (tmp_path / "log.txt").read_text()
+    assert "\r" not in text and "structure/s" not in text and "it/s" not in text, text[:500]

@@ -693,9 +693,9 @@ def _fit_mlp(basis, atoms_or_list, energy_key, forces_key, stress_key, cfg: MLPF
     state = {"it": 0}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=cfg.max_iter, desc=f"MLP {cfg.optimizer}", unit="it", leave=False)
+        bar = progress_bar(total=cfg.max_iter, desc=f"MLP {cfg.optimizer}", unit="it")
 
     def check(th: np.ndarray, train_loss: float) -> bool:
         """Record a validation point; True when training should stop."""
