@@ -210,9 +210,9 @@ class _PerSpeciesMLP(torch.nn.Module):
         return (h * self.W2[species]).sum(1)
 
 
-def _loss_torch_path(net, s, E_ref, F_ref, scale):
+def _loss_torch_path(net, s, E_ref, F_ref, scale, second_order=True):
     pos = s.positions.clone().requires_grad_(True)
-    B = s.describe(positions=pos) / scale
+    B = s.describe(positions=pos, second_order=second_order) / scale
     E = torch.zeros(s.n_structures).index_add(0, s.structure, net(B, s.species))
     (dE,) = torch.autograd.grad(E.sum(), pos, create_graph=True)
     return ((E - E_ref) ** 2).mean() + ((-dE - F_ref) ** 2).mean()
@@ -239,20 +239,21 @@ def test_force_training_step_equals_full_jacobian(ethanol_frames, hco_basis):
     F_ref = torch.from_numpy(np.concatenate([f.arrays["forces_high"] for f in frames]))
     scale = torch.from_numpy(mb.describe(frames, hco_basis).std(0) + 1e-3)
     grads = []
-    for path in ("torch", "full"):
+    for path in ("full", "torch", "torch-first-order"):
         net = _PerSpeciesMLP(3, hco_basis.n_features)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3)
         opt.zero_grad()
-        if path == "torch":
-            loss = _loss_torch_path(net, s, E_ref, F_ref, scale)
+        if path.startswith("torch"):
+            loss = _loss_torch_path(net, s, E_ref, F_ref, scale, second_order=(path == "torch"))
         else:
             loss = _loss_full_jacobian(net, frames, hco_basis, s.species, s.structure, E_ref, F_ref, scale)
         loss.backward()
         grads.append([p.grad.clone() for p in net.parameters()])
         opt.step()
-    for a, b in zip(*grads):
-        assert torch.linalg.norm(a) > 0
-        assert _rel(a.numpy(), b.numpy()) < 1e-10
+    for other in grads[1:]:
+        for a, b in zip(other, grads[0]):
+            assert torch.linalg.norm(a) > 0
+            assert _rel(a.numpy(), b.numpy()) < 1e-10
 
 
 # -- API details ------------------------------------------------------------------------------------------
