@@ -59,7 +59,7 @@ def pair_features_op(plan, batch):
     N, F, P = batch.n_atoms, plan.n_features, len(batch.pair_i)
     feats = _cb(lambda r: pair_features(plan, batch, r), (N, F))
     vjp_raw = _cb(lambda r, g: pair_vjp(plan, batch, r, g), (P, 3))
-    jvp_raw = _cb(lambda r, u: pair_jvp(plan, batch, r, u)[1], (N, F))
+    jvp_raw = _cb(lambda r, u: pair_jvp(plan, batch, r, u, values=False)[1], (N, F))
     hvp_raw = _cb(lambda r, g, u: pair_hvp(plan, batch, r, g, u)[1], (P, 3))
 
     @jax.custom_vjp

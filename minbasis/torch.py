@@ -118,7 +118,7 @@ class _JVP(torch.autograd.Function):
     def forward(ctx, r, u, op):
         ctx.op = op
         ctx.save_for_backward(r, u)
-        return _t(pair_jvp(op.plan, op.batch, _np(r), _np(u))[1], r)
+        return _t(pair_jvp(op.plan, op.batch, _np(r), _np(u), values=False)[1], r)
 
     @staticmethod
     def backward(ctx, gdX):

@@ -244,17 +244,19 @@ def pair_vjp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, cotangent
     return G
 
 
-def pair_jvp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, tangent: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
+def pair_jvp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, tangent: np.ndarray, values: bool = True
+             ) -> tuple[np.ndarray | None, np.ndarray]:
     """Features and their directional derivative along a tangent of the pair vectors.
 
     Parameters
     ----------
     pair_vec : (P, 3) float64 in Å; tangent : (P, 3) float64 δr in Å
+    values : bool, also return the features (False saves one (N, F) array)
 
     Returns
     -------
-    B : (N, F) float64 features; dB : (N, F) float64, δB = Σ_p ∂B/∂r_p · δr_p
+    B : (N, F) float64 features (None when ``values`` is False);
+    dB : (N, F) float64, δB = Σ_p ∂B/∂r_p · δr_p
 
     Raises
     ------
@@ -263,11 +265,11 @@ def pair_jvp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, tangent: 
     """
     pv = _check(batch, pair_vec)
     du = _check(batch, tangent, "tangent")
-    X = np.zeros((batch.n_atoms, plan.n_features))
-    dX = np.zeros_like(X)
+    X = np.zeros((batch.n_atoms if values else 0, plan.n_features))
+    dX = np.zeros((batch.n_atoms, plan.n_features))
     _jvp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), plan.t_order, plan.t_idx, plan.t_coef,
-                plan.t_feat, du, n_chunks_for(batch.n_atoms), X, dX)
-    return X, dX
+                plan.t_feat, du, values, n_chunks_for(batch.n_atoms), X, dX)
+    return (X if values else None), dX
 
 
 def pair_hvp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, cotangent: np.ndarray, tangent: np.ndarray
@@ -365,9 +367,9 @@ def _moment_tangent(pair_ch, p0, npi, n_r, nlm, du, U, R, dR, Y, dY, dA):  # pra
 
 @njit(cache=True, parallel=True)
 def _jvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C, t_order, t_idx, t_coef,
-                t_feat, du, n_chunks, X, dX):  # pragma: no cover - compiled
-    """X[i, f] = B_{i,f} and dX[i, f] = Σ_p ∂B_{i,f}/∂r_p · du[p] (outputs zero on entry): the tangent of the
-    moments (:func:`_moment_tangent`) pushed through every term by the product rule."""
+                t_feat, du, want_x, n_chunks, X, dX):  # pragma: no cover - compiled
+    """X[i, f] = B_{i,f} (if ``want_x``) and dX[i, f] = Σ_p ∂B_{i,f}/∂r_p · du[p] (outputs zero on entry): the
+    tangent of the moments (:func:`_moment_tangent`) pushed through every term by the product rule."""
     N = centre_ptr.shape[0] - 1
     nlm = (l_max + 1) * (l_max + 1)
     n_mom = n_channels * n_r * nlm
@@ -393,7 +395,8 @@ def _jvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_
                     dval = dval * a + val * dA[t_idx[t, k]]
                     val *= a
                 f = t_feat[t]
-                X[i, f] += t_coef[t] * val
+                if want_x:
+                    X[i, f] += t_coef[t] * val
                 dX[i, f] += t_coef[t] * dval
 
 
