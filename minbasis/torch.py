@@ -23,10 +23,10 @@ list (exact: every pair leaving the cutoff sphere has a vanishing contribution t
 order, the radial envelope being C²).
 
 Units: Å for positions and cells, strain unit-less; with E in eV, ∂E/∂r is −forces (eV/Å) and
-∂E/∂ε (at ε = 0) is V·σ, the ASE stress σ in eV/Å³ times the cell volume (design: Drautz,
+∂E/∂ε (at ε = 0) is V·σ, the ASE stress σ in eV/Å³ times the cell volume (sources: Drautz,
 PRB 99, 014104, 2019 for ACE; ASE conventions for forces, virial and stress).
 
-Example (energies and forces of a per-species model; see ``examples/torch_training.py``)::
+Example (energies and forces of a per-species model; see ``examples/torch_ethanol_training.py``)::
 
     import torch, minbasis as mb, minbasis.torch as mbt
     s = mbt.Structures(frames, basis)

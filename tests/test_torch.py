@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 import minbasis as mb  # noqa: E402
 import minbasis.torch as mbt  # noqa: E402
 from minbasis.errors import MinbasisError  # noqa: E402
-from minbasis.kernels.autodiff import build_geometry, pair_hvp, pair_jvp, pair_vjp  # noqa: E402
+from minbasis.kernels.autodiff import (build_geometry, pair_hvp, pair_jvp, pair_vectors, pair_vjp,  # noqa: E402
+                                      scatter_to_inputs)
 
 torch.set_default_dtype(torch.float64)
 
@@ -95,6 +96,18 @@ def test_kernel_operators_against_full_jacobian(hco_cell, small_basis):
     s = d.gradient_samples
     np.add.at(ref, s[:, 1], np.einsum("saf,sf->sa", d.position_gradients, Gb[s[:, 0]]))
     assert _rel(dp, ref) < 1e-12
+    # the NumPy chain rule to positions / cell / strain agrees with torch autograd through pair_vectors
+    assert np.array_equal(pair_vectors(g, g.positions, g.cells), b.pair_vec)
+    dpos2, dcell, deps = scatter_to_inputs(g, v)
+    assert np.allclose(dpos2, dp, rtol=0, atol=1e-13)
+    s_ = mbt.Structures(hco_cell, small_basis)
+    pos = s_.positions.clone().requires_grad_(True)
+    cel = s_.cells.clone().requires_grad_(True)
+    eps = torch.zeros(1, 3, 3, requires_grad=True)
+    (s_.describe(positions=pos, cell=cel, strain=eps) * torch.from_numpy(Gb)).sum().backward()
+    assert _rel(pos.grad.numpy(), dpos2) < 1e-12
+    assert _rel(cel.grad.numpy(), dcell) < 1e-12
+    assert _rel(eps.grad.numpy(), deps) < 1e-12
     # JVP along a position displacement vs J contracted
     upair = dpos[b.pair_j] - dpos[b.pair_i]
     _, dX = pair_jvp(plan, b, b.pair_vec, upair)

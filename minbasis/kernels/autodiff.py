@@ -2,7 +2,7 @@
 
 The descriptors of a batch are a function of its pair vectors only, B = Φ(r) with
 r (P, 3) the vectors r_ij = r_j − r_i + S_ij · cell of the fixed neighbour list (Å) and
-B (N, F) the per-atom invariants (design notes: Drautz, PRB 99, 014104, 2019, for the
+B (N, F) the per-atom invariants (Drautz, PRB 99, 014104, 2019, for the
 moments and their contraction). This module provides the four operators that an
 autodiff framework needs to differentiate Φ to second order without ever storing the
 (P, 3, F) Jacobian:
@@ -172,7 +172,7 @@ def scatter_to_inputs(geom: PairGeometry, g: np.ndarray, strain: bool = True
 
     Returns
     -------
-    d_positions : (N, 3), ∂L/∂r_k = Σ_{p: j=k} g_p − Σ_{p: i=k} g_p (design.md 3.5 sign rules)
+    d_positions : (N, 3), ∂L/∂r_k = Σ_{p: j=k} g_p − Σ_{p: i=k} g_p (r_p = r_j − r_i + S_p · cell)
     d_cells : (M, 3, 3), ∂L/∂cell[a, b] = Σ_p S_pa g_pb
     d_strain : (M, 3, 3), ∂L/∂ε_ab = Σ_p r_pa g_pb (= −virial for L = E), or None
     """
