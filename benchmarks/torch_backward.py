@@ -212,21 +212,26 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workloads", default="ethanol,alloy")
+    p.add_argument("--alloy-frames", type=int, default=24,
+                   help="alloy cells used (default 24; all 300 need ≈ 7 GB for the full-gradient path)")
     p.add_argument("--paths", default=",".join(PATHS))
     p.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", default=str(REPO / "benchmarks" / "results" / "torch_backward.json"))
     args = p.parse_args(argv)
+    WORKLOADS["alloy"]["frames"] = args.alloy_frames
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker[0], args.worker[1], args.repeats, args.threads)))
         return 0
     from describe_speed import machine_info
 
-    results = {"machine": machine_info(), "threads": args.threads, "repeats": args.repeats, "cases": {}}
+    results = {"machine": machine_info(), "threads": args.threads, "repeats": args.repeats,
+               "alloy_frames": args.alloy_frames, "cases": {}}
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     rows = []
     for wl in [w for w in args.workloads.split(",") if w]:
         for path in [x for x in args.paths.split(",") if x]:
-            cmd = [sys.executable, __file__, "--worker", wl, path, "--repeats", str(args.repeats)]
+            cmd = [sys.executable, __file__, "--worker", wl, path, "--repeats", str(args.repeats),
+                   "--alloy-frames", str(args.alloy_frames)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
