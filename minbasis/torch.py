@@ -14,7 +14,9 @@ strain tensor, to second order, so that models can be trained on forces:
   derivatives of the radial and angular functions). Losses on forces F = −∂E/∂r
   (``create_graph=True``) can therefore be differentiated with respect to model parameters
   and positions. Third derivatives with respect to positions are not implemented (an error
-  says so).
+  says so);
+* forward mode with dual tensors (``torch.autograd.forward_ad``) is the same JVP kernel
+  (first order; the ``torch.func`` transforms are not supported).
 
 Positions, cells and strain enter the pair vectors r_ij = (r_j − r_i + S_ij · cell)(1 + ε)
 through ordinary torch operations; the neighbour list (vesin) is built at the current
@@ -76,13 +78,19 @@ def _t(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 
 
 class _Features(torch.autograd.Function):
-    """B = Φ(r): pair vectors (P, 3) → features (N, F)."""
+    """B = Φ(r): pair vectors (P, 3) → features (N, F); reverse mode (backward: the VJP kernel) and forward
+    mode (jvp: the JVP kernel, for ``torch.autograd.forward_ad``)."""
 
     @staticmethod
-    def forward(ctx, r, op):
+    def forward(r, op):
+        return _t(pair_features(op.plan, op.batch, _np(r)), r)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        r, op = inputs
         ctx.op = op
         ctx.save_for_backward(r)
-        return _t(pair_features(op.plan, op.batch, _np(r)), r)
+        ctx.save_for_forward(r)
 
     @staticmethod
     def backward(ctx, gX):
@@ -90,6 +98,11 @@ class _Features(torch.autograd.Function):
         # second_order=False: the gradient does not depend on r in the graph, so differentiating it
         # again (force training) needs no Hessian-vector product — only the JVP with respect to gX
         return _VJP.apply(r if ctx.op.second_order else r.detach(), gX, ctx.op), None
+
+    @staticmethod
+    def jvp(ctx, r_t, _op_t):
+        (r,) = ctx.saved_tensors
+        return _t(pair_jvp(ctx.op.plan, ctx.op.batch, _np(r), _np(r_t), values=False)[1], r)
 
 
 class _VJP(torch.autograd.Function):
