@@ -121,6 +121,14 @@ def test_jit(hco_cell, small_basis):
     g = jax.jit(jax.grad(lambda p: s.describe(positions=p).sum()))(s.positions)
     g2 = jax.grad(lambda p: s.describe(positions=p).sum())(s.positions)
     assert np.allclose(g, g2, rtol=1e-13, atol=1e-13)
+    W = jnp.full((small_basis.n_features,), 0.1)
+
+    def force_loss(W):  # a gradient of a gradient, jitted
+        E = lambda p: jnp.tanh(s.describe(positions=p) @ W).sum()  # noqa: E731
+        return E(s.positions) ** 2 + (jax.grad(E)(s.positions) ** 2).sum()
+
+    a, b = jax.grad(force_loss)(W), jax.jit(jax.grad(force_loss))(W)
+    assert float(jnp.abs(a).max()) > 0 and np.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def _mlp(params, B, species):
