@@ -303,7 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "them apart")
     p.add_argument("--seed", type=int, default=0, help="seed of the random neighbour environments")
     p.add_argument("-o", "--output", required=True, help="output HTML file; the JSON is written next to it")
+    quiet_help = ("no progress bars and no informational messages on standard output (results such as evaluate's "
+                  "table or JSON, compare's table, report's findings and errors still print). Without it, bars are "
+                  "drawn only when standard error is a terminal (MINBASIS_PROGRESS=1 forces them, =0 hides them)")
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    for sp in sub.choices.values():  # also after the subcommand; SUPPRESS keeps a top-level --quiet
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
     return parser
+
+
+_QUIET = False
+
+
+def _info(*args, **kwargs) -> None:
+    """print() for informational messages: silent under --quiet."""
+    if not _QUIET:
+        print(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,9 +529,9 @@ def _cmd_compare(args) -> int:
                         mlp_activation=args.activation, mlp_l2=args.l2, mlp_max_iter=args.max_iter,
                         mlp_patience=args.patience,
                         keys={"energy_key": e_key, "forces_key": f_key, "stress_key": _resolve_stress(pool, s_key)})
-    print(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
+    _info(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
           flush=True)
-    results = compare_models(basis, pool, test, cfg, log=lambda line: print(line, flush=True))
+    results = compare_models(basis, pool, test, cfg, log=lambda line: _info(line, flush=True))
     results["meta"] = {"data": str(args.data), "test": args.test, "basis": str(args.basis),
                        "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d %H:%M")}
     print("\n" + format_comparison(results))
@@ -525,7 +540,7 @@ def _cmd_compare(args) -> int:
     png = plot_comparison(results, out.with_suffix(".png"),
                           f"Linear or nonlinear? {Path(args.data).name}, {len(pool)}-structure pool, {len(test)} held "
                           f"out; bars: min–max over folds")
-    print(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
+    _info(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -545,7 +560,7 @@ def _cmd_report(args) -> int:
     html_path, json_path = write_report(rep, args.output)
     for line in rep["findings"]:
         print(f"- {line}")
-    print(f"wrote {html_path} and {json_path} in {time.perf_counter() - t0:.1f} s")
+    _info(f"wrote {html_path} and {json_path} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -561,7 +576,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    global _QUIET
+    from . import progress as _progress
+
+    quiet = bool(getattr(args, "quiet", False))
+    was_quiet, was_progress_quiet = _QUIET, _progress._QUIET
     try:
+        _QUIET = quiet
+        if quiet:
+            _progress.set_quiet(True)
+        if quiet and args.command in ("basis", "describe", "fit"):  # their standard output is informational only
+            import contextlib
+            import os
+
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except (MinbasisError, OSError) as exc:
         msg = " ".join(str(exc).split())
@@ -570,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minbasis: error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _QUIET = was_quiet
+        _progress.set_quiet(was_progress_quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

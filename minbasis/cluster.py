@@ -144,9 +144,10 @@ def describe_shards(data: str | os.PathLike, basis, out_dir: str | os.PathLike, 
             todo.append((k, a, b, str(path)))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(bounds), initial=len(done), desc="describe shards", unit="shard", leave=False)
+        bar = progress_bar(total=len(bounds), desc="describe shards", unit="shard")
+        bar.update(len(done))
     try:
         if dask is None:
             for k, a, b, path in todo:

@@ -18,7 +18,7 @@ __all__ = ["describe", "Descriptors", "iter_batches"]
 
 def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients: bool = False,
              strain_gradients: bool = False, progress: bool = False, device: str = "cpu",
-             dtype: str = "float64") -> np.ndarray | Descriptors:
+             dtype: str = "float64", output: str = "numpy") -> np.ndarray | Descriptors:
     """Evaluate the basis for every atom of one or several structures.
 
     Parameters
@@ -29,7 +29,8 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     gradients : bool
         Also return position gradients (and strain gradients if ``strain_gradients``).
     progress : bool
-        Show a tqdm progress bar over batches.
+        Show a tqdm progress bar over batches (only when stderr is a terminal; see
+        :mod:`minbasis.progress`).
     device : "cpu" or "gpu"
         "cpu": the Numba kernels. "gpu": CuPy on the current CUDA device
         (:mod:`minbasis.kernels.gpu`; neighbour lists are still built on the host), float64,
@@ -37,11 +38,18 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     dtype : "float64" or "float32"
         Precision of the GPU evaluation (every stage, sums included); the CPU kernels are
         float64 only.
+    output : "numpy" or "tensormap"
+        "tensormap": a ``metatensor.TensorMap`` (needs ``pip install "minbasis[metatensor]"``;
+        CPU only) with one block per centre species (key ``center_type``), samples
+        ``["system", "atom"]`` and, with ``gradients``, a ``"positions"`` gradient block and with
+        ``strain_gradients`` ``"strain"`` and ``"cell"`` gradient blocks, in featomic's layout
+        (:mod:`minbasis.metatensor_output`).
 
     Returns
     -------
     numpy.ndarray (cupy.ndarray with device="gpu"), float64, shape (total atoms, n_features),
-    rows in input order; or :class:`Descriptors` when ``gradients`` is True.
+    rows in input order; or :class:`Descriptors` when ``gradients`` is True; or a
+    ``metatensor.TensorMap`` with output="tensormap".
 
     Raises
     ------
@@ -50,11 +58,20 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     SpeciesError
         A species that is not in ``basis.species``.
     MinbasisError
-        An unknown ``device`` or ``dtype``, float32 on the CPU, or device="gpu" when CuPy is not
-        installed or no CUDA device is usable.
+        An unknown ``device``, ``dtype`` or ``output``, float32 on the CPU, device="gpu" when CuPy is
+        not installed or no CUDA device is usable, or output="tensormap" without metatensor.
     """
     if not isinstance(basis, Basis):
         raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+    if output != "numpy":
+        if output != "tensormap":
+            raise MinbasisError(f"output must be 'numpy' or 'tensormap', got {output!r}")
+        if device != "cpu" or np.dtype(dtype) != np.float64:
+            raise MinbasisError('output="tensormap" is computed on the CPU in float64')
+        from .metatensor_output import to_tensormap
+
+        grads = (("positions",) if gradients else ()) + (("strain", "cell") if strain_gradients else ())
+        return to_tensormap(as_atoms_list(atoms_or_list), basis, grads)
     if dtype not in ("float64", "float32", np.float64, np.float32):
         raise MinbasisError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if device != "cpu":
@@ -98,9 +115,9 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     a0 = s0 = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(atoms_list), desc="describe", unit="structure", leave=False)
+        bar = progress_bar(total=len(atoms_list), desc="describe", unit="structure")
     try:
         for (start, stop), (na, ns) in zip(ranges, counts):
             chunk = atoms_list[start:stop]

@@ -621,9 +621,9 @@ def accumulate_entries(basis: Basis, atoms_list: Sequence[Atoms], entries: Seque
     need_grad = any(e.uses()["forces"] for e in entries) or with_v or any(e.extra is not None for e in entries)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=M, desc=progress, unit="structure", leave=False)
+        bar = progress_bar(total=M, desc=progress, unit="structure")
     try:
         # fixed shards (independent of workers and batches): each is accumulated on its own and
         # folded left into the result, exactly as the Dask path does, so both give the same sums

@@ -303,9 +303,9 @@ class DescriptorSet:
         cached = 0.0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            bar = tqdm(total=self.n_structures, desc="descriptor gradients", unit="structure", leave=False)
+            bar = progress_bar(total=self.n_structures, desc="descriptor gradients", unit="structure")
         try:
             for c, (a, b) in enumerate(self._bounds):
                 chunk = self._compute(a, b)

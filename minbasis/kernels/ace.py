@@ -36,8 +36,15 @@ __all__ = ["ace_features", "ace_linear", "scatter_pair_gradients", "scatter_desi
 
 
 def n_chunks_for(n_atoms: int) -> int:
-    """Atom chunks of a kernel call: 8 per Numba thread (load balance), at most one per atom."""
+    """Atom chunks of a kernel call: 8 per Numba thread (load balance), at most one per atom.
+
+    Called before every parallel kernel launch; raises MinbasisError in a child process forked after
+    GNU OpenMP ran in its parent (:mod:`minbasis._threading`), where the launch would kill the process."""
     import numba
+
+    from .._threading import check_fork_safe
+
+    check_fork_safe()
 
     return max(1, min(int(n_atoms), 8 * numba.get_num_threads()))
 

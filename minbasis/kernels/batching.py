@@ -51,15 +51,16 @@ def iter_batches(atoms_list: list[Atoms], basis, budget_bytes: float, bytes_per_
     """Yield (first structure index, list of structures, Batch) with about ``budget_bytes`` of pairs each.
 
     The pair count is estimated as 60 per atom (dense metals at 5 Å have about 42). With
-    ``progress`` set, a tqdm bar with that description counts structures. ``basis`` is a
+    ``progress`` set, a tqdm bar with that description counts structures
+    (:func:`minbasis.progress.progress_bar`: shown only on a terminal). ``basis`` is a
     :class:`minbasis.Basis` (only its evaluation plan, ``basis.plan``, is used).
     """
     plan = basis.plan
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=len(atoms_list), desc=progress, unit="structure", leave=False)
+        bar = progress_bar(total=len(atoms_list), desc=progress, unit="structure")
     start = 0
     try:
         while start < len(atoms_list):

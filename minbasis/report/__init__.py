@@ -281,9 +281,9 @@ def completeness(basis=None, *, species: Sequence[str] | None = None, r_cut: flo
     steps = ["basis", "pruning", "neighbour rank", "pairs"] + (["data", "cost"] if data is not None else [])
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=len(steps), desc="report", unit="section", leave=False)
+        bar = progress_bar(total=len(steps), desc="report", unit="section")
 
     def step(name):
         if bar is not None:
