@@ -71,7 +71,7 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
         from .metatensor_output import to_tensormap
 
         grads = (("positions",) if gradients else ()) + (("strain", "cell") if strain_gradients else ())
-        return to_tensormap(as_atoms_list(atoms_or_list), basis, grads)
+        return to_tensormap(as_atoms_list(atoms_or_list), basis, grads, describe_fn=describe)
     if dtype not in ("float64", "float32", np.float64, np.float32):
         raise MinbasisError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if device != "cpu":

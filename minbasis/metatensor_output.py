@@ -31,7 +31,7 @@ __all__ = ["to_tensormap"]
 GRADIENTS = ("positions", "strain", "cell")
 
 
-def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[str] = ()):
+def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[str] = (), *, describe_fn=None):
     """Features (and the requested gradients) of structures as a ``metatensor.TensorMap``.
 
     Parameters
@@ -39,6 +39,8 @@ def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[
     atoms_list : list of ase.Atoms
     basis : :class:`minbasis.Basis`
     gradients : subset of ("positions", "strain", "cell")
+    describe_fn : the :func:`minbasis.describe` function (passed in by it, which keeps this module
+        below it in the import layers)
 
     Returns
     -------
@@ -55,7 +57,6 @@ def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[
         from metatensor import Labels, TensorBlock, TensorMap
     except ImportError as exc:
         raise MinbasisError('output="tensormap" needs metatensor: pip install "minbasis[metatensor]"') from exc
-    from .describe import describe
     from .kernels.autodiff import build_geometry
     from .kernels.evaluate import features
 
@@ -63,6 +64,9 @@ def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[
     bad = [g for g in grads if g not in GRADIENTS]
     if bad:
         raise MinbasisError(f"unknown gradients {bad}; choose from {list(GRADIENTS)}")
+    if describe_fn is None:
+        raise MinbasisError('call minbasis.describe(..., output="tensormap") (to_tensormap needs describe_fn)')
+    describe = describe_fn
     want_pos, want_strain, want_cell = ("positions" in grads), ("strain" in grads), ("cell" in grads)
     F = basis.n_features
     if want_pos or want_strain:

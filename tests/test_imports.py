@@ -154,12 +154,14 @@ def test_no_import_cycles():
 #: Layers of docs/architecture.md, lowest first; a module may import only from its own layer or
 #: lower ones. Modules matched by no prefix (new ones) are not checked here.
 LAYERS = [
-    ("data", ("minbasis.errors", "minbasis._version", "minbasis.spec", "minbasis.io", "minbasis.parallel")),
+    ("data", ("minbasis.errors", "minbasis._version", "minbasis.spec", "minbasis.io", "minbasis.parallel",
+              "minbasis.progress", "minbasis._threading")),
     ("symbolic / numerical", ("minbasis.invariants", "minbasis.kernels")),
     ("basis", ("minbasis.basis",)),
-    ("descriptors", ("minbasis.describe",)),
+    ("descriptors", ("minbasis.describe", "minbasis.metatensor_output")),
     ("local completeness", ("minbasis.local_completeness",)),
     ("fits", ("minbasis.fit",)),
+    ("framework adapters", ("minbasis.torch", "minbasis.jax", "minbasis.sklearn")),
     ("reports", ("minbasis.report",)),
     ("sharded descriptors", ("minbasis.cluster",)),
     ("entry points", ("minbasis.cli", "minbasis.demo", "minbasis.fit.mf_cli", "minbasis.completeness")),
