@@ -87,7 +87,7 @@ def test_bad_hyper_parameters():
     with pytest.raises(mb.MinbasisError, match="r_cut"):
         mb.Basis.ace(["H"], -1.0, 4, 2, 2)
     with pytest.raises(mb.MinbasisError, match="order"):
-        mb.Basis.ace(["H"], 5.0, 4, 2, 5)
+        mb.Basis.ace(["H"], 5.0, 4, 2, 7)  # ν ≤ 6
     with pytest.raises(ValueError, match="n_max has 2 entries but order = 3"):
         mb.Basis.ace(["H"], 5.0, [4, 3], 2, 3)
 

@@ -191,7 +191,7 @@ def scatter_to_inputs(geom: PairGeometry, g: np.ndarray, strain: bool = True
 
 # -- kernels ------------------------------------------------------------------------------------------
 def _plan_args(plan: EvaluationPlan):
-    return (plan.n_channels, plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec)
+    return (plan.n_channels, plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec)
 
 
 def _check(batch: Batch, pair_vec: np.ndarray, name: str = "pair_vec") -> np.ndarray:
