@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=50,
                    help="mlp: validation checks (every 10 iterations) without improvement before stopping")
     p.add_argument("--seed", type=int, default=0, help="mlp: seed of the initial weights and the validation split")
+    p.add_argument("--repulsion", choices=["auto", "zbl", "none"], default="auto",
+                   help="linear: a fixed ZBL repulsive core below an inner cutoff per species pair (1.1 × the "
+                        "shortest distance in the data), fitted as a baseline; auto (default) adds it when every "
+                        "training structure is periodic (solids), none never (minbasis.repulsion)")
     p.add_argument("-o", "--output", required=True, help="output model .npz")
 
     p = sub.add_parser("compare", help="linear or nonlinear? learning curves of linear, polynomial and MLP fits",
@@ -362,7 +366,17 @@ def _cmd_fit(args) -> int:
               f"of {basis.n_features}) on {len(frames)} structures ({model.info['n_rows']} rows, solver "
               f"{model.info['solver']}) in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
         return 0
-    model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True)
+    use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
+    if use_core:
+        from .repulsion import fit_linear_with_core
+
+        model = fit_linear_with_core(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg,
+                                     progress=True)
+        r_in = model.repulsion.r_in
+        print(f"repulsive ZBL core: r_in {r_in.min():.2f}–{r_in.max():.2f} Å (--repulsion none to leave it out)")
+    else:
+        model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg,
+                           progress=True)
     model.save(args.output)
     print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(frames)} structures "
           f"({model.info['n_rows']} rows, solver {model.info['solver']}) in {time.perf_counter() - t0:.1f} s; "

@@ -152,12 +152,12 @@ class LinearModel:
         else:
             batches = self._batches_with_core(atoms_list)
         for _, chunk, batch in batches:
-            if xp is None:
+            if self.repulsion is not None:
+                E, Fo, W = self._with_core(batch)
+            elif xp is None:
                 E, Fo, W = linear_energy_forces(plan, batch, self.weights, self.e0, folded=self.folded_weights())
             else:
                 E, Fo, W = (to_numpy(a) for a in xp_linear_energy_forces(plan, batch, self.weights, self.e0, xp))
-            if self.repulsion is not None:
-                self._add_repulsion(batch, E, Fo, W)
             acc.add(chunk, batch, E, Fo, W)
         return acc.result()
 
@@ -189,13 +189,17 @@ class LinearModel:
             yield start, chunk, batch
             start = stop
 
-    def _add_repulsion(self, batch, E: np.ndarray, forces: np.ndarray, virial: np.ndarray) -> None:
-        """Add the repulsive core's energies, forces and virials to those of a batch, in place."""
-        from ..kernels.ace import scatter_pair_gradients
+    def _with_core(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(E (N,), forces (N, 3), virial (M, 3, 3)) of a batch with the repulsive core (CPU)."""
+        from ..kernels.ace import n_chunks_for, scatter_pair_gradients
 
+        E = np.zeros(batch.n_atoms)
         G = np.zeros((len(batch.pair_i), 3))
-        self.repulsion.add_to(batch, E, G)
+        _core_linear(self.basis.plan, self, batch, E, G, n_chunks_for(batch.n_atoms))
+        forces = np.zeros((batch.n_atoms, 3))
+        virial = np.zeros((batch.n_structures, 3, 3))
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
+        return E, forces, virial
 
     def calculator(self, **kwargs) -> "MinbasisCalculator":
         """An ASE calculator for this model (keyword arguments: :class:`MinbasisCalculator`)."""
@@ -238,6 +242,28 @@ class LinearModel:
 SERIAL_BELOW_ATOMS = 64
 
 
+def _core_linear(plan, model, batch, E: np.ndarray, G: np.ndarray, n_chunks: int, work: dict | None = None) -> None:
+    """E (N,) and pair gradients G (P, 3) of a linear model with its repulsive core (clamped ACE
+    part, chain rule back to the true pair vectors, plus the ZBL pair term); ``work`` holds
+    reusable buffers."""
+    from ..kernels.ace import ace_linear
+
+    core = model.repulsion
+    P = len(batch.pair_i)
+    work = {} if work is None else work
+    if work.get("vec") is None or work["vec"].shape[0] < P:
+        work["vec"] = np.empty((max(P, int(1.2 * P)), 3))
+        work["fac"] = np.empty((max(P, int(1.2 * P)), 2))
+    vec, fac = work["vec"][:P], work["fac"][:P]
+    core.clamped_vectors(batch, vec, fac)
+    ace_linear(batch.centre_ptr, batch.centre_ch, vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
+               plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
+               model.folded_weights(), model.e0, n_chunks, E, G)
+    core.unclamp_gradients(batch, fac, G)
+    core.fade_many_body(batch, model.e0, E, G)
+    core.add_to(batch, E, G)
+
+
 class _LinearEngine:
     """The MD hot path of a :class:`LinearModel` on one structure: a neighbour list with a skin
     (:class:`~minbasis.kernels.skin.SkinNeighbourList`), the folded weights of the model, and
@@ -252,6 +278,7 @@ class _LinearEngine:
         self.nl = SkinNeighbourList(plan.species, plan.numbers, plan.r_cut, skin, overlap=overlap)
         self._G = np.zeros((0, 3))
         self._n_chunks = None
+        self._work: dict = {}
 
     def compute(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """(energy eV, per-atom energies (N,) eV, forces (N, 3) eV/Å, virial (3, 3) eV) of ``atoms``."""
@@ -270,6 +297,8 @@ class _LinearEngine:
         args = (batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
                 plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
                 plan.t_pack, model.folded_weights(), model.e0, self._n_chunks[1], E, G)
+        run = (lambda: ace_linear(*args)) if model.repulsion is None else (
+            lambda: _core_linear(plan, model, batch, E, G, self._n_chunks[1], self._work))
         if N < SERIAL_BELOW_ATOMS:
             # a few atoms: starting the thread pool costs more than it saves (and on a loaded
             # machine far more), so run the kernel on the calling thread
@@ -278,13 +307,11 @@ class _LinearEngine:
             threads = numba.get_num_threads()
             numba.set_num_threads(1)
             try:
-                ace_linear(*args)
+                run()
             finally:
                 numba.set_num_threads(threads)
         else:
-            ace_linear(*args)
-        if model.repulsion is not None:
-            model.repulsion.add_to(batch, E, G)
+            run()
         forces = np.zeros((N, 3))
         virial = np.zeros((1, 3, 3))
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
