@@ -258,7 +258,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "them apart")
     p.add_argument("--seed", type=int, default=0, help="seed of the random neighbour environments")
     p.add_argument("-o", "--output", required=True, help="output HTML file; the JSON is written next to it")
+
+    # -- export (issue 12): a self-contained block ---------------------------------------------
+    p = sub.add_parser("export", help="write a linear model in the ML-PACE .yace format (LAMMPS pair_style pace)",
+                       description="Convert a fitted linear ACE model (full or minimal basis, any species) into the "
+                                   "ML-PACE C-tilde format read by LAMMPS `pair_style pace` (and pace/kk) and by "
+                                   "python-ace: radial functions expanded in PACE's ChebLinear base functions, "
+                                   "invariants rewritten in complex-harmonic moments times the fitted weights, E0 and "
+                                   "the ZBL repulsive core included. MLP and polynomial models cannot be exported "
+                                   "(they are nonlinear in the ACE functions). Prints a JSON summary with the radial "
+                                   "expansion errors.",
+                       epilog="example: minbasis export model.npz --format yace -o model.yace; then in LAMMPS: "
+                              "pair_style pace; pair_coeff * * model.yace Cu Ni Al")
+    p.add_argument("model", help="model .npz written by `minbasis fit`")
+    p.add_argument("--format", choices=["yace"], default="yace", help="output format (yace: ML-PACE C-tilde YAML)")
+    p.add_argument("--radial-base", type=int, default=80,
+                   help="number of ChebLinear base functions the radial functions are expanded in (default 80)")
+    p.add_argument("-o", "--output", required=True, help="output file, e.g. model.yace")
     return parser
+
+
+def _cmd_export(args) -> int:
+    from .export import export_yace
+    from .fit import load_model
+
+    model = load_model(args.model)
+    summary = export_yace(model, args.output, n_radial_base=args.radial_base)
+    print(json.dumps(summary))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +538,7 @@ def _cmd_report(args) -> int:
 
 COMMANDS = {"basis": _cmd_basis, "describe": _cmd_describe, "fit": _cmd_fit, "compare": _cmd_compare,
             "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo, "report": _cmd_report}
+            "demo": _cmd_demo, "report": _cmd_report, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,6 @@
   by LAMMPS ``pair_style pace`` (and ``pace/kk``) and by python-ace (:mod:`.yace`).
 """
 
-from .yace import export_yace, yace_document
+from .yace import core_table, export_yace, lammps_snippet, yace_document
 
-__all__ = ["export_yace", "yace_document"]
+__all__ = ["export_yace", "yace_document", "core_table", "lammps_snippet"]

@@ -22,8 +22,9 @@ How a minbasis model is written:
 * **Rank-1 functions** (PACE evaluates them on the base functions g_k, not on R_nl): the
   order-1 invariants w_n A_{z,n,0,0} = w_n Y_00 Σ_j R_n(r_ij) become one function per (z, k)
   with coefficient Y_00 Σ_n w_n crad[n, k] (PACE's rank-1 moments are Σ_j g_k(r_ij), without
-  Y_00: checked against python-ace); the repulsive core's pair energy ½ φ(r) (:mod:`minbasis.repulsion`)
-  is expanded in the same g_k (least squares from ``core_r_min`` to r_c) and added there.
+  Y_00: checked against python-ace).
+* **Repulsive core** (:mod:`minbasis.repulsion`): a LAMMPS ``pair_style table`` file next to
+  the ``.yace`` (see :func:`export_yace`), run with ``pair_style hybrid/overlay pace table``.
 * **Higher ranks**: each invariant B = Σ coef Π_k A^real_{z_k n_k l_k μ_k} is multiplied by
   its weight and rewritten in complex moments with A^real_{lμ} = Σ_m U_{μm} A_{lm}
   (:func:`minbasis.invariants.coupling.complex_to_real`); terms are collected per sorted
@@ -36,10 +37,10 @@ How a minbasis model is written:
 
 What cannot be exported: models that are not linear in the ACE functions (MLP, polynomial
 features: :class:`~minbasis.errors.MinbasisError`), and the repulsive core's fade of the
-many-body energy for crowded atoms (:attr:`minbasis.repulsion.ZBLCore.fade`), which PACE has
-no place for — it acts only on atoms with more close neighbours than any training structure;
-the export warns and leaves it out. The core's optional radial clamp is not exported either
-(error).
+attractive many-body energy for crowded atoms (:attr:`minbasis.repulsion.ZBLCore.fade`), which
+PACE has no place for — it acts only on atoms with a neighbour closer than any in the training
+data; the export warns and leaves it out. The core's optional radial clamp is not exported
+either (error).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ import numpy as np
 from ..errors import MinbasisError
 from ..spec import invariant_monomials
 
-__all__ = ["export_yace", "yace_document", "chebyshev_linear_basis", "fit_radial_coefficients"]
+__all__ = ["export_yace", "yace_document", "core_table", "lammps_snippet", "chebyshev_linear_basis",
+           "fit_radial_coefficients"]
 
 #: Y_00 of PACE's (and minbasis') orthonormal harmonics.
 Y00 = 1.0 / math.sqrt(4.0 * math.pi)
@@ -131,8 +133,8 @@ def _flow(values) -> str:
     return "[" + ", ".join(_fmt(v) if isinstance(v, (float, np.floating)) else str(int(v)) for v in values) + "]"
 
 
-def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 1e-4, core_r_min: float = 0.5,
-                  drop_tol: float = 1e-14) -> tuple[str, dict]:
+def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 1e-4,
+                  drop_tol: float = 1e-14, warn_fade: bool = True) -> tuple[str, dict]:
     """The ``.yace`` text of a linear model and a summary of the conversion.
 
     Parameters
@@ -142,17 +144,14 @@ def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 
         K, the number of ``ChebLinear`` base functions the radial functions are expanded in.
     delta_spline_bins : float
         PACE's tabulation step of the radial functions, Å.
-    core_r_min : float
-        Shortest distance (Å) at which the repulsive core is fitted (below it the exported core
-        is a polynomial continuation, not ZBL).
     drop_tol : float
         C-tilde coefficients smaller than this times the largest one of their function are dropped.
 
     Returns
     -------
-    (text, summary) : the YAML document (str) and a dict with counts and the largest radial
-    expansion errors on [0.8 Å, r_c] (``radial_max_error``, ``radial_deriv_max_error``) and of
-    the core on [core_r_min, r_c] (``core_max_error`` in eV, ``core_deriv_max_error`` eV/Å).
+    (text, summary) : the YAML document (str; the ACE part and E0, without the repulsive core,
+    which :func:`core_table` writes) and a dict with counts and the largest radial expansion
+    errors on [0.8 Å, r_c] (``radial_max_error``, ``radial_deriv_max_error`` in 1/Å).
 
     Raises
     ------
@@ -176,7 +175,7 @@ def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 
     core = model.repulsion
     if core is not None and core.clamp:
         raise MinbasisError("cannot export a repulsive core with clamp=True: PACE has no clamped radial argument")
-    if core is not None and core.fade is not None:
+    if core is not None and core.fade is not None and warn_fade:
         warnings.warn("the repulsive core's fade of the many-body energy for crowded atoms (more close neighbours "
                       "than any training structure) has no ML-PACE counterpart and is left out of the .yace; the ZBL "
                       "pair term is exported", RuntimeWarning, stacklevel=3)
@@ -196,23 +195,6 @@ def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 
     g, dg = chebyshev_linear_basis(r_chk, r_cut, K)
     summary = {"n_radial_base": K, "radial_max_error": float(np.abs(g @ crad.T - Rc).max()),
                "radial_deriv_max_error": float(np.abs(dg @ crad.T - dRc).max())}
-    # -- repulsive core in the rank-1 channel -------------------------------------------------
-    core_coef = np.zeros((C, C, K))
-    if core is not None:
-        r_core = np.linspace(core_r_min, r_cut, 8000)
-        errs, derrs = [], []
-        for a in range(C):
-            for b in range(C):
-                phi, dphi = core.pair_energy(r_core, species[a], species[b])
-                w = 1.0 / (1.0 + np.abs(phi))        # relative accuracy where the core is large
-                gcore, dgcore = chebyshev_linear_basis(r_core, r_cut, K)
-                A = np.vstack([gcore * w[:, None], 0.1 * dgcore * w[:, None]])
-                y = np.concatenate([0.5 * phi * w, 0.1 * 0.5 * dphi * w])
-                d, *_ = np.linalg.lstsq(A, y, rcond=None)
-                core_coef[a, b] = d
-                errs.append(float(np.abs(gcore @ d - 0.5 * phi).max()))
-                derrs.append(float(np.abs(dgcore @ d - 0.5 * dphi).max()))
-        summary.update(core_max_error=2 * max(errs), core_deriv_max_error=2 * max(derrs))
     # -- functions ----------------------------------------------------------------------------
     monos = [invariant_monomials(inv) for inv in spec.invariants]
     functions: dict[int, list[str]] = {}
@@ -233,7 +215,7 @@ def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 
             _complex_expansion(mono, float(w[f]), higher, l_max)
         lines = []
         for z in range(C):
-            ct = rank1[z] * Y00 + core_coef[c, z]   # PACE's rank-1 moments are Σ_j g_k(r_ij), without Y_00
+            ct = rank1[z] * Y00   # PACE's rank-1 moments are Σ_j g_k(r_ij), without Y_00
             for k in range(K):
                 if ct[k] != 0.0:
                     lines.append(f"{{mu0: {c}, rank: 1, ndensity: 1, num_ms_combs: 1, mus: [{z}], ns: [{k + 1}], "
@@ -283,10 +265,54 @@ def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 
     return "\n".join(out) + "\n", summary
 
 
-def export_yace(model, path: str | os.PathLike, **kwargs) -> dict:
+def core_table(core, r_lo: float = 0.2, n_points: int = 5000) -> tuple[str, list[dict]]:
+    """The repulsive core as a LAMMPS ``pair_style table`` file: one section per species pair
+    ``A_B`` (A ≤ B in species order) with ``n_points`` distances evenly spaced from ``r_lo`` to
+    that pair's r_in, each line ``index r φ(r) −dφ/dr`` (eV, eV/Å).
+
+    Returns
+    -------
+    (text, pairs) : the file content and, per section, {"i", "j" (1-based LAMMPS types),
+    "keyword", "cutoff"}.
+    """
+    lines = ["# minbasis repulsive core (ZBL with a quintic switch to zero at r_in); pair energy in eV, "
+             "force −dE/dr in eV/Å", ""]
+    pairs = []
+    sp = list(core.species)
+    for a in range(len(sp)):
+        for b in range(a, len(sp)):
+            rin = float(core.r_in[a, b])
+            r = np.linspace(r_lo, rin, int(n_points))
+            phi, dphi = core.pair_energy(r, sp[a], sp[b])
+            key = f"{sp[a]}_{sp[b]}"
+            lines += [key, f"N {int(n_points)} R {_fmt(r_lo)} {_fmt(rin)}", ""]
+            lines += [f"{k + 1} {_fmt(r[k])} {_fmt(phi[k])} {_fmt(-dphi[k])}" for k in range(len(r))]
+            lines.append("")
+            pairs.append({"i": a + 1, "j": b + 1, "keyword": key, "cutoff": rin})
+    return "\n".join(lines) + "\n", pairs
+
+
+def lammps_snippet(species, yace_path: str, table_path: str | None = None, pairs=None, n_table: int = 5000) -> str:
+    """LAMMPS input lines that run an exported model (with its core table, if any)."""
+    names = " ".join(species)
+    if table_path is None:
+        return f"pair_style pace\npair_coeff * * {yace_path} {names}\n"
+    out = [f"pair_style hybrid/overlay pace table spline {n_table}", f"pair_coeff * * pace {yace_path} {names}"]
+    out += [f"pair_coeff {p['i']} {p['j']} table {table_path} {p['keyword']} {p['cutoff']:.6f}" for p in pairs]
+    return "\n".join(out) + "\n"
+
+
+def export_yace(model, path: str | os.PathLike, *, core_table_path: str | os.PathLike | None = None,
+                **kwargs) -> dict:
     """Write a linear model as an ML-PACE ``.yace`` file (module docstring), atomically.
 
-    Keyword arguments go to :func:`yace_document`. Returns its summary dict.
+    A model with a repulsive core also gets a LAMMPS ``pair_style table`` file with the core
+    (default: ``path`` with suffix ``.core.table``): python-ace 0.4's readers have no radial
+    representation that reproduces a switched ZBL term exactly (a polynomial expansion leaks
+    1e-3 eV per pair beyond the inner cutoff), so LAMMPS adds it with ``pair_style
+    hybrid/overlay pace table`` (snippet in the summary, key ``lammps``). Keyword arguments go to
+    :func:`yace_document`. Returns its summary dict, with ``path``, ``bytes``, ``lammps`` and, for a
+    core, ``core_table``.
 
     Raises
     ------
@@ -297,6 +323,17 @@ def export_yace(model, path: str | os.PathLike, **kwargs) -> dict:
 
     text, summary = yace_document(model, **kwargs)
     atomic_write_text(Path(path), text)
+    os.chmod(path, 0o644)   # a potential file is meant to be read by others (LAMMPS jobs)
     summary["path"] = str(path)
     summary["bytes"] = len(text)
+    species = list(model.basis.species)
+    if model.repulsion is not None:
+        tpath = Path(core_table_path) if core_table_path is not None else Path(path).with_suffix(".core.table")
+        ttext, pairs = core_table(model.repulsion)
+        atomic_write_text(tpath, ttext)
+        os.chmod(tpath, 0o644)
+        summary["core_table"] = str(tpath)
+        summary["lammps"] = lammps_snippet(species, Path(path).name, tpath.name, pairs)
+    else:
+        summary["lammps"] = lammps_snippet(species, Path(path).name)
     return summary
