@@ -315,7 +315,9 @@ class ZBLCore:
         ρ_i ≥ fade[1] (quintic smoothstep).
     fade_r : (C, C) float64 or None
         Outer radius of the neighbour count of the fade, Å (the count's switch runs over
-        [fade_r − w, fade_r]); None: ``r_in``. None: off. Not representable in ``.yace`` (see
+        [fade_r − w_f, fade_r]); None: ``r_in``.
+    fade_width : float or None
+        w_f, Å (None: ``width``). None: off. Not representable in ``.yace`` (see
         :mod:`minbasis.export`).
     """
 
@@ -325,6 +327,7 @@ class ZBLCore:
     clamp: bool = False
     fade: tuple | None = (1.0, 3.0)
     fade_r: np.ndarray | None = None
+    fade_width: float | None = None
 
     def __post_init__(self) -> None:
         """Check shapes and values.
@@ -355,27 +358,32 @@ class ZBLCore:
             self.fade = (lo, hi)
         fr = self.r_in if self.fade_r is None else self.fade_r
         self.fade_r = np.ascontiguousarray(np.broadcast_to(np.asarray(fr, dtype=np.float64), (C, C)))
-        if not (np.isfinite(self.fade_r).all() and (self.fade_r > self.width).all()):
-            raise MinbasisError(f"repulsive core: fade_r must be finite and larger than the width {self.width} Å")
-        self._fra = np.ascontiguousarray(self.fade_r - self.width)
+        self.fade_width = float(self.width if self.fade_width is None else self.fade_width)
+        if not (np.isfinite(self.fade_r).all() and 0.0 < self.fade_width < self.fade_r.min()):
+            raise MinbasisError(f"repulsive core: fade_r must be finite and larger than the fade width "
+                                f"{self.fade_width} Å > 0")
+        self._fra = np.ascontiguousarray(self.fade_r - self.fade_width)
         z = np.array([atomic_numbers[s] for s in self.species], dtype=np.float64)
         self._zz = np.ascontiguousarray(KE * np.outer(z, z))
         self._a = np.ascontiguousarray(0.46850 / (z[:, None] ** 0.23 + z[None, :] ** 0.23))
         self._ra = np.ascontiguousarray(self.r_in - self.width)
 
     @classmethod
-    def from_data(cls, species: Sequence[str], atoms_list, *, fraction: float = 1.1, width: float = 0.6,
-                  default: float | None = None) -> "ZBLCore":
+    def from_data(cls, species: Sequence[str], atoms_list, *, fraction: float = 1.1, width: float = 2.0,
+                  fade_width: float = 0.4, default: float | None = None) -> "ZBLCore":
         """The default core for a training set: per species pair, r_in = ``fraction`` × the
         shortest distance of that pair in ``atoms_list`` (pairs absent from the data: the smallest
-        such value, or ``default`` Å); switch width ``width``; the fade counts neighbours closer
-        than the shortest distance of the pair in the data (``fade_r`` = that distance) and
-        removes the attractive many-body energy over ρ_i from 0 to 1, so it never touches a
-        training structure and already acts on a single close contact.
+        such value, or ``default`` Å); switch width ``width`` (at most 0.95 min r_in); the fade
+        counts neighbours closer than the shortest distance of the pair in the data (``fade_r``
+        = that distance, switch width ``fade_width``) and removes the attractive many-body energy
+        over ρ_i from 0 to 1, so it never touches a training structure and already acts on a
+        single close contact.
 
-        The defaults (1.1, 0.6 Å) put r_in slightly inside the data, so that the core is already
-        rising where a compressed crystal's energy would otherwise turn over; the fit then sees
-        the core as a baseline (:func:`fit_linear_with_core`).
+        The defaults (1.1, 2.0 Å) put r_in slightly inside the data with a long, gentle switch:
+        at the shortest training distance the switch is ≈ 0.01, so the core adds only ≈ 0.04 eV
+        per closest pair there (the fit sees it as a baseline, :func:`fit_linear_with_core`;
+        held-out errors of the alloy model change by < 10 %, ``benchmarks/core_md.py``), but it
+        is already rising where a compressed crystal's energy would otherwise turn over.
 
         Raises
         ------
@@ -390,8 +398,9 @@ class ZBLCore:
             raise MinbasisError("repulsive core: the data have no pair of atoms within 6 Å; give r_in explicitly")
         r_in = np.where(np.isfinite(r_in), r_in, fill)
         dmin = np.where(np.isfinite(dmin), dmin, r_in / fraction)
-        w = min(float(width), 0.9 * float(dmin.min()))
-        return cls(species=tuple(species), r_in=r_in, width=w, fade=(0.0, 1.0), fade_r=dmin)
+        w = min(float(width), 0.95 * float(r_in.min()))
+        return cls(species=tuple(species), r_in=r_in, width=w, fade=(0.0, 1.0), fade_r=dmin,
+                   fade_width=min(float(fade_width), 0.5 * float(dmin.min())))
 
     def core_counts(self, atoms) -> np.ndarray:
         """ρ_i = Σ_j s(r_ij), the fade's smooth count of close neighbours of each atom (N,)
@@ -445,7 +454,7 @@ class ZBLCore:
         """JSON-serialisable form (stored in model files)."""
         return {"type": "zbl", "species": list(self.species), "r_in": self.r_in.tolist(), "width": self.width,
                 "clamp": bool(self.clamp), "fade": None if self.fade is None else list(self.fade),
-                "fade_r": self.fade_r.tolist()}
+                "fade_r": self.fade_r.tolist(), "fade_width": self.fade_width}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ZBLCore":
@@ -460,7 +469,8 @@ class ZBLCore:
             raise MinbasisError(f"unknown repulsive core {d!r}; this minbasis knows type 'zbl'")
         return cls(species=tuple(d["species"]), r_in=np.asarray(d["r_in"]), width=float(d["width"]),
                    clamp=bool(d.get("clamp", False)), fade=None if d.get("fade") is None else tuple(d["fade"]),
-                   fade_r=None if d.get("fade_r") is None else np.asarray(d["fade_r"]))
+                   fade_r=None if d.get("fade_r") is None else np.asarray(d["fade_r"]),
+                   fade_width=d.get("fade_width"))
 
     def pair_energy(self, r: np.ndarray, s1: str, s2: str) -> tuple[np.ndarray, np.ndarray]:
         """φ(r) (eV) and dφ/dr (eV/Å) of the pair (s1, s2) at distances r (Å)."""
