@@ -178,3 +178,28 @@ def test_fitted_alloy_model_is_monotonic_at_short_range():
     k = int(np.argmin(d))
     assert r[k] > 1.8
     assert (np.diff(d[: k + 1]) < 0).all()
+
+
+def test_cli_fit_adds_core_for_periodic_data(tmp_path, cu_basis):
+    import ase.io
+    from ase.calculators.emt import EMT
+
+    from minbasis.cli import main
+
+    frames = []
+    for k in range(5):
+        a = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 1, 1))
+        a.rattle(0.05, seed=k)
+        a.calc = EMT()
+        a.get_potential_energy()
+        a.get_forces()
+        frames.append(a)
+    ase.io.write(tmp_path / "d.extxyz", frames)
+    cu_basis.save(tmp_path / "b.json")
+    assert main(["fit", str(tmp_path / "d.extxyz"), "--basis", str(tmp_path / "b.json"), "-o",
+                 str(tmp_path / "m.npz")]) == 0
+    m = LinearModel.load(tmp_path / "m.npz")
+    assert m.repulsion is not None and m.repulsion.r_in.min() > 2.0
+    assert main(["fit", str(tmp_path / "d.extxyz"), "--basis", str(tmp_path / "b.json"), "--repulsion", "none",
+                 "-o", str(tmp_path / "n.npz")]) == 0
+    assert LinearModel.load(tmp_path / "n.npz").repulsion is None
