@@ -29,8 +29,9 @@ How a minbasis model is written:
   its weight and rewritten in complex moments with A^real_{lμ} = Σ_m U_{μm} A_{lm}
   (:func:`minbasis.invariants.coupling.complex_to_real`); terms are collected per sorted
   (z, n, l) multiset (one PACE function each) and per sorted m-combination. The collected
-  coefficients of a rotation invariant with even Σ l are real (checked). All m-combinations are
-  written (PACE's own files keep half of them and double the others; both give the same sum).
+  coefficients of a rotation invariant with even Σ l are real (checked). Of each mirrored pair
+  of m-combinations (ms, −ms) one is written with twice the coefficient, as in PACE's own files
+  (the evaluator takes the real part of the sum).
   PACE's moments use harmonics normalised to Y_00 = 1, i.e. √(4π) times the orthonormal ones
   minbasis uses (same phases), so a coefficient of a product of ν moments is multiplied by
   (4π)^(−ν/2) (checked against python-ace).
@@ -123,6 +124,40 @@ def _product(lists):
     for head in lists[0]:
         for rest in _product(lists[1:]):
             yield (head,) + rest
+
+
+def _half_basis(key, kept, big):
+    """Keep one of each pair of mirrored m-combinations (ms, −ms) with the coefficient doubled.
+
+    Σ_m m_k = 0 for an invariant, so Π A(−ms) = conj Π A(ms), and for real, equal coefficients
+    c (Re c ΠA(ms) + Re c ΠA(−ms)) = Re 2c ΠA(ms): PACE's evaluator takes the real part, so half
+    of the combinations suffice (as in PACE's own files). Combinations whose mirror has another
+    coefficient are kept as they are.
+    """
+    groups = {}
+    for pos, k in enumerate(key):
+        groups.setdefault(k, []).append(pos)
+
+    def mirror(ms):
+        out = [-m for m in ms]
+        for pos in groups.values():
+            vals = sorted(out[p] for p in pos)
+            for p, v in zip(pos, vals):
+                out[p] = v
+        return tuple(out)
+
+    coef = dict(kept)
+    out = []
+    for ms, v in kept:
+        partner = mirror(ms)
+        if partner == ms:
+            out.append((ms, v))
+        elif partner in coef and abs(coef[partner] - v) <= 1e-12 * big:
+            if ms > partner:
+                out.append((ms, 2 * v))
+        else:
+            out.append((ms, v))
+    return out
 
 
 def _fmt(x: float) -> str:
@@ -225,7 +260,7 @@ def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 
             big = max(abs(v) for v in terms.values())
             if big == 0.0:
                 continue
-            kept = [(ms, v) for ms, v in sorted(terms.items()) if abs(v) > drop_tol * big]
+            kept = _half_basis(key, [(ms, v) for ms, v in sorted(terms.items()) if abs(v) > drop_tol * big], big)
             imag = max(abs(v.imag) for _, v in kept) if np.iscomplexobj(np.array([v for _, v in kept])) else 0.0
             if imag > 1e-9 * big:
                 raise MinbasisError(f"complex C-tilde coefficient for {key} (imaginary part {imag:.3g}): the invariant "
