@@ -19,16 +19,14 @@ derivative). ZBL is positive and decreasing and s is non-increasing, so φ is po
 strictly decreasing for r < r_in: the pair energy rises monotonically as two atoms approach,
 and is exactly zero from r_in on.
 
-The core also clamps, by default, the distance the ACE radial basis sees (an inner cutoff of
-the radial basis, as the inner cutoff of pacemaker's radial functions and the envelopes of
-ACEpotentials.jl): below r_in the ACE part is evaluated at ρ(r) r̂ with
-ρ(r) = r_in − w g((r_in − r)/w), g(t) = t − t³ + t⁴/2 for t ≤ 1 and g = 1/2 beyond
-(ρ = r for r ≥ r_in; ρ, ρ' and ρ'' continuous; ρ ≥ r_in − w/2). Directions are unchanged.
-Without it a linear model fitted at normal densities can fall by hundreds of eV per atom
-when a crystal is compressed, faster than any pair core rises; with it the many-body part only
-changes through neighbours beyond r_in and directions, and the core wins.
+On request (``clamp=True``; off by default, because the linear fit's design matrix does not
+know it) the core also clamps the distance the ACE radial basis sees (an inner cutoff of the
+radial basis, as the inner cutoff of pacemaker's radial functions): below r_in the ACE part is
+evaluated at ρ(r) r̂ with ρ(r) = r_in − w g((r_in − r)/w), g(t) = t − t³ + t⁴/2 for t ≤ 1 and
+g = 1/2 beyond (ρ = r for r ≥ r_in; ρ, ρ' and ρ'' continuous; ρ ≥ r_in − w/2); directions
+are unchanged.
 
-And it fades the many-body part out for crowded atoms: when a crystal is compressed, every
+By default it fades the attractive many-body energy out for crowded atoms: when a crystal is compressed, every
 neighbour shell moves in at once and a linear model fitted at normal densities can fall by
 hundreds of eV per atom (more neighbours, higher powers of the moments) — faster than any pair
 core rises. With ρ_i = Σ_j s(r_ij), the smooth number of neighbours inside the core, and
@@ -41,7 +39,7 @@ touches a training structure. Only attraction is removed (removing a repulsive m
 itself make the energy fall on compression); the same idea as pacemaker's energy cutoff on its core-repulsion density
 (``rho_core_cutoff``). Where no neighbour is inside any r_in, ρ_i = 0 and nothing changes.
 
-Conventions as the rest of minbasis (design.md 3.5): forces F = −∂E/∂r (eV/Å), virial
+Conventions as the rest of minbasis: forces F = −∂E/∂r (eV/Å), virial
 W = −Σ_p r_p ⊗ ∂E/∂r_p (eV), stress σ = −W/V (eV/Å³).
 """
 

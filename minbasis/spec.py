@@ -22,7 +22,7 @@ Layout of the JSON object (format version :data:`minbasis._version.BASIS_FORMAT_
     }
 
 An invariant is B = Σ_terms coef · Π_k A[z_k, n_k, l_k, μ_k] where A are the density
-moments (design.md 3.2) and μ = m + l indexes the real spherical harmonics.
+moments (docs/theory/ace.md) and μ = m + l indexes the real spherical harmonics.
 
 General form (format version 2): an invariant may give ``"monomials": [[coef, [[z, n, l, μ],
 ...]], ...]`` instead of ``"terms"``, for polynomials whose monomials are products of different
@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 
 from ._version import BASIS_FORMAT_VERSION, READABLE_BASIS_FORMAT_VERSIONS, __version__
 from .errors import FileFormatError
+from .io import atomic_write_text
 
 __all__ = ["BasisSpec", "canonical_hash", "atomic_write_text", "invariant_monomials", "invariant_moments"]
 
@@ -77,20 +77,6 @@ def canonical_hash(obj: Any) -> str:
     """SHA-256 hex digest of the canonical JSON form (sorted keys, no spaces) of ``obj``."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _HASHED_KEYS = ("family", "variant", "species", "r_cut", "radial", "hyper", "invariants", "pruning")

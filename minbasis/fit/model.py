@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -12,9 +12,11 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..basis import Basis
 from ..describe import iter_batches
-from ..errors import FileFormatError, MinbasisError
+from ..errors import MinbasisError
 from ..kernels import as_atoms_list, linear_energy_forces
 from .data import matrix_to_voigt
+from .fidelity import resolve_fidelity, single_fidelity_names
+from .fileio import load_model_file, write_model_file
 
 __all__ = ["LinearModel", "Prediction", "PredictionAccumulator", "MinbasisCalculator"]
 
@@ -73,6 +75,9 @@ class LinearModel:
         its species must be the basis species, in the same order).
     """
 
+    #: Model kind in files and in :mod:`minbasis.fit.registry`.
+    kind: ClassVar[str] = "linear"
+
     basis: Basis
     weights: np.ndarray
     e0: np.ndarray
@@ -124,7 +129,12 @@ class LinearModel:
         self._folded = (self.weights.copy(), wt)
         return wt
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], progress: bool = False,
+    @property
+    def fidelities(self) -> list[str]:
+        """``[info["fidelity"]]`` for a head of a multi-fidelity model, else ``[]`` (one unnamed fidelity)."""
+        return single_fidelity_names(self.info)
+
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None, progress: bool = False,
                 device: str = "cpu") -> Prediction:
         """Energies, forces and stress (back-propagated through the moments; no Jacobian).
 
@@ -137,8 +147,10 @@ class LinearModel:
         StructureError / SpeciesError
             For invalid structures or species outside the basis.
         MinbasisError
-            An unknown ``device``, or device="gpu" without CuPy or a usable CUDA device.
+            A ``fidelity`` other than None or the model's own (:func:`~minbasis.fit.fidelity.resolve_fidelity`);
+            an unknown ``device``, or device="gpu" without CuPy or a usable CUDA device.
         """
+        resolve_fidelity(self.fidelities, fidelity)
         xp = None
         if device != "cpu":
             from ..kernels.gpu import array_module, to_numpy, xp_linear_energy_forces
@@ -201,18 +213,30 @@ class LinearModel:
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
         return E, forces, virial
 
-    def calculator(self, **kwargs) -> "MinbasisCalculator":
-        """An ASE calculator for this model (keyword arguments: :class:`MinbasisCalculator`)."""
+    def calculator(self, fidelity: str | None = None, **kwargs) -> "MinbasisCalculator":
+        """An ASE calculator for this model (keyword arguments: :class:`MinbasisCalculator`,
+        e.g. ``skin``).
+
+        Raises
+        ------
+        MinbasisError
+            A ``fidelity`` other than None or the model's own.
+        """
+        resolve_fidelity(self.fidelities, fidelity)
         return MinbasisCalculator(self, **kwargs)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the model (basis included) as a versioned, hashed .npz file, atomically
-        (:func:`minbasis.fit.atomic.write_model_file`, kind ``"linear"``)."""
-        from .atomic import write_model_file
+        (:func:`minbasis.fit.fileio.write_model_file`, kind ``"linear"``).
 
+        Raises
+        ------
+        OSError
+            The file cannot be written.
+        """
         hyper = {} if self.repulsion is None else {"repulsion": self.repulsion.to_dict()}
-        write_model_file(path, "linear", self.basis, {"weights": self.weights, "e0": self.e0}, hyper, self.info)
+        write_model_file(path, self.kind, self.basis, {"weights": self.weights, "e0": self.e0}, hyper, self.info)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LinearModel":
@@ -224,18 +248,15 @@ class LinearModel:
             Missing or corrupt file, another format version or model kind, wrong shapes, or a
             content-hash mismatch (edited file).
         """
-        from .atomic import read_model_file
-
-        basis, arrays, hyper, info = read_model_file(path, "linear", ("weights", "e0"))
-        try:
+        def build(basis, a, hyper, info):
             core = None
             if hyper.get("repulsion") is not None:
                 from ..repulsion import ZBLCore
 
                 core = ZBLCore.from_dict(hyper["repulsion"])
-            return cls(basis=basis, weights=arrays["weights"], e0=arrays["e0"], info=info, repulsion=core)
-        except MinbasisError as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+            return cls(basis=basis, weights=a["weights"], e0=a["e0"], info=info, repulsion=core)
+
+        return load_model_file(path, cls.kind, ("weights", "e0"), build)
 
 
 #: Structures with fewer atoms run the MD path's kernel on one thread.
@@ -257,7 +278,7 @@ def _core_linear(plan, model, batch, E: np.ndarray, G: np.ndarray, n_chunks: int
     vec, fac = work["vec"][:P], work["fac"][:P]
     core.clamped_vectors(batch, vec, fac)
     ace_linear(batch.centre_ptr, batch.centre_ch, vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
-               plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
+               plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
                model.folded_weights(), model.e0, n_chunks, E, G)
     core.unclamp_gradients(batch, fac, G)
     core.fade_many_body(batch, model.e0, E, G)
@@ -295,7 +316,7 @@ class _LinearEngine:
         if self._n_chunks is None or self._n_chunks[0] != N:
             self._n_chunks = (N, n_chunks_for(N))
         args = (batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
-                plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
+                plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
                 plan.t_pack, model.folded_weights(), model.e0, self._n_chunks[1], E, G)
         run = (lambda: ace_linear(*args)) if model.repulsion is None else (
             lambda: _core_linear(plan, model, batch, E, G, self._n_chunks[1], self._work))
