@@ -113,7 +113,7 @@ def main(argv=None) -> int:
 
     import minbasis as mb
     from minbasis.fit import error_metrics, fit_linear
-    from minbasis.repulsion import fit_linear_with_core
+    from minbasis.fit.core import fit_linear_with_core
 
     t0 = time.perf_counter()
     frames = ase.io.read(DATA / "cu_alloy_emt.extxyz", index=":")

@@ -456,7 +456,7 @@ def _cmd_fit(args) -> int:
         return 0
     use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
     if use_core and not getattr(args, "dask", False):
-        from .repulsion import fit_linear_with_core
+        from .fit.core import fit_linear_with_core
 
         model = fit_linear_with_core(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg,
                                      progress=True)

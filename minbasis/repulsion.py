@@ -55,7 +55,7 @@ from numba import njit
 
 from .errors import MinbasisError
 
-__all__ = ["ZBLCore", "zbl_pair", "pair_min_distances", "core_predictions", "fit_linear_with_core", "KE", "ZBL_C", "ZBL_D"]
+__all__ = ["ZBLCore", "zbl_pair", "clamp_radius", "pair_min_distances", "KE", "ZBL_C", "ZBL_D"]
 
 #: e²/(4π ε0) in eV·Å (CODATA 2018).
 KE = 14.399645478425668
@@ -379,7 +379,7 @@ class ZBLCore:
 
         The defaults (1.1, 2.0 Å) put r_in slightly inside the data with a long, gentle switch:
         at the shortest training distance the switch is ≈ 0.01, so the core adds only ≈ 0.04 eV
-        per closest pair there (the fit sees it as a baseline, :func:`fit_linear_with_core`;
+        per closest pair there (the fit sees it as a baseline, :func:`minbasis.fit.core.fit_linear_with_core`;
         held-out errors of the alloy model change by < 10 %, ``benchmarks/core_md.py``), but it
         is already rising where a compressed crystal's energy would otherwise turn over.
 
@@ -475,78 +475,3 @@ class ZBLCore:
         c1, c2 = self.species.index(s1), self.species.index(s2)
         return zbl_pair(r, atomic_numbers[s1], atomic_numbers[s2], float(self.r_in[c1, c2]), self.width)
 
-
-def core_predictions(core: ZBLCore, basis, atoms_list) -> tuple[np.ndarray, list, np.ndarray]:
-    """Energies (M,) eV, forces [(n_atoms, 3)] eV/Å and stress (M, 6) eV/Å³ (NaN rows where not
-    periodic) of the core alone on a list of structures (a zero-weight linear model on ``basis``)."""
-    from .fit.model import LinearModel
-
-    C = len(basis.species)
-    zero = LinearModel(basis=basis, weights=np.zeros((C, basis.n_features)), e0=np.zeros(C), repulsion=core)
-    p = zero.predict(atoms_list)
-    return p.energy, p.forces, p.stress
-
-
-def fit_linear_with_core(basis, atoms_list, core: ZBLCore | None = None, *, energy_key: str | None = "energy",
-                         forces_key: str | None = "forces", stress_key: str | None = None, config=None,
-                         progress: bool = False):
-    """Fit a linear ACE model on top of a fixed repulsive core (a baseline), and attach the core.
-
-    The core's energies, forces and stress are subtracted from the labels before
-    :func:`~minbasis.fit.fit_linear` fits the rest; the returned model adds them back. With the
-    core inside the data's shortest distances (r_in ≤ the shortest distance of each pair) the
-    core is exactly zero on every training structure, so the fitted weights equal those of a plain fit; with the defaults of :meth:`ZBLCore.from_data`
-    (r_in at 1.1 × the shortest distance) it touches the closest training pairs, and the fit
-    learns the rest. The fade of the many-body part starts above every training atom's
-    core-neighbour count, so it never changes a training structure.
-
-    Parameters
-    ----------
-    basis : Basis
-    atoms_list : list of ase.Atoms, labelled as for :func:`~minbasis.fit.fit_linear`
-    core : ZBLCore, optional (default: :meth:`ZBLCore.from_data` on ``atoms_list``)
-    energy_key, forces_key, stress_key, config, progress : as :func:`~minbasis.fit.fit_linear`
-
-    Returns
-    -------
-    LinearModel with ``repulsion`` set; ``info["repulsion"]`` records whether labels were shifted.
-
-    Raises
-    ------
-    LabelError, StructureError, SpeciesError, MinbasisError
-        As :func:`~minbasis.fit.fit_linear`; a core whose species differ from the basis'.
-    """
-    from .fit import fit_linear
-    from .fit.data import get_labels
-    from .kernels import as_atoms_list
-
-    atoms_list = as_atoms_list(atoms_list)
-    if core is None:
-        core = ZBLCore.from_data(basis.species, atoms_list)
-    Ec, Fc, Sc = core_predictions(core, basis, atoms_list)
-    touched = bool(np.abs(Ec).max() > 0 or max(np.abs(f).max() for f in Fc) > 0)
-    if not touched:
-        model = fit_linear(basis, atoms_list, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
-                           config=config, progress=progress)
-    else:
-        labels = get_labels(atoms_list, energy_key, forces_key, stress_key)
-        shifted = []
-        for k, atoms in enumerate(atoms_list):
-            a = atoms.copy()
-            a.calc = None
-            if energy_key:
-                a.info["_minbasis_energy"] = float(labels.energy[k] - Ec[k])
-            if forces_key:
-                a.arrays["_minbasis_forces"] = labels.forces[k] - Fc[k]
-            if stress_key and np.isfinite(labels.stress[k]).all():
-                a.info["_minbasis_stress"] = labels.stress[k] - Sc[k]
-            shifted.append(a)
-        model = fit_linear(basis, shifted, energy_key="_minbasis_energy" if energy_key else None,
-                           forces_key="_minbasis_forces" if forces_key else None,
-                           stress_key="_minbasis_stress" if stress_key else None, config=config, progress=progress)
-        model.info.update(energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
-    model.repulsion = core
-    model.info["repulsion"] = {"type": "zbl", "baseline_subtracted": touched,
-                               "r_in_min": float(core.r_in.min()), "r_in_max": core.r_max}
-    model.__post_init__()
-    return model

@@ -100,7 +100,7 @@ def test_fitted_models_on_held_out_alloy_cells_and_ethanol_frames(tmp_path):
 
 
 def test_repulsive_core_is_exported_as_a_lammps_table(tmp_path):
-    from minbasis.repulsion import core_predictions
+    from minbasis.fit.core import core_predictions
 
     basis = mb.Basis.ace(["Cu", "Ni"], 4.5, [3, 2], [0, 2], 2)
     core = ZBLCore(["Cu", "Ni"], [[2.2, 2.1], [2.1, 2.3]], width=0.6, fade=None)

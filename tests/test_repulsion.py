@@ -13,7 +13,8 @@ from ase.build import bulk
 
 from minbasis.errors import FileFormatError, MinbasisError, StructureError
 from minbasis.fit.model import LinearModel, MinbasisCalculator
-from minbasis.repulsion import ZBLCore, clamp_radius, fit_linear_with_core, pair_min_distances, zbl_pair
+from minbasis.fit.core import core_predictions, fit_linear_with_core
+from minbasis.repulsion import ZBLCore, clamp_radius, pair_min_distances, zbl_pair
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -149,7 +150,7 @@ def test_core_outside_data_does_not_change_the_fit(cu_basis):
     err0 = np.abs(m0.predict(frames).energy - e_ref).mean()
     err2 = np.abs(m2.predict(frames).energy - e_ref).mean()
     assert err0 < 1e-3 and err2 / len(frames[0]) < 0.01   # a sharper target, still fitted to meV/atom
-    from minbasis.repulsion import core_predictions
+
 
     ace_only = LinearModel(basis=cu_basis, weights=m2.weights, e0=m2.e0).predict(frames).energy
     np.testing.assert_allclose(m2.predict(frames).energy, ace_only + core_predictions(core2, cu_basis, frames)[0],
