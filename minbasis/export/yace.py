@@ -18,7 +18,8 @@ How a minbasis model is written:
   squares on values and derivatives; the radial coefficients ``crad[n][l][k]`` are the same for
   every l. With K = 80 the expansion matches R_n to ≈ 1e-13 and dR_n/dr to ≈ 1e-11 1/Å on
   [0.8 Å, r_c] (recorded as ``radial_max_error`` in the summary). PACE then tabulates the
-  functions itself as cubic Hermite splines with ``deltaSplineBins`` (default here 1e-4 Å).
+  functions itself as cubic Hermite splines with ``deltaSplineBins`` (default 1e-3 Å, as
+  pacemaker; its tables take (r_c / 1e-3) × (K + n_max (l_max + 1)) × 4 doubles per species pair).
 * **Rank-1 functions** (PACE evaluates them on the base functions g_k, not on R_nl): the
   order-1 invariants w_n A_{z,n,0,0} = w_n Y_00 Σ_j R_n(r_ij) become one function per (z, k)
   with coefficient Y_00 Σ_n w_n crad[n, k] (PACE's rank-1 moments are Σ_j g_k(r_ij), without
@@ -168,7 +169,7 @@ def _flow(values) -> str:
     return "[" + ", ".join(_fmt(v) if isinstance(v, (float, np.floating)) else str(int(v)) for v in values) + "]"
 
 
-def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 1e-4,
+def yace_document(model, *, n_radial_base: int = 80, delta_spline_bins: float = 1e-3,
                   drop_tol: float = 1e-14, warn_fade: bool = True) -> tuple[str, dict]:
     """The ``.yace`` text of a linear model and a summary of the conversion.
 
