@@ -140,7 +140,7 @@ class LinearModel:
 
         ``device="gpu"`` evaluates with CuPy on the current CUDA device, in float64
         (:func:`minbasis.kernels.gpu.xp_linear_energy_forces`); the :class:`Prediction` holds
-        NumPy arrays either way.
+        NumPy arrays either way. A model with a repulsive core is evaluated on the CPU.
 
         Raises
         ------
