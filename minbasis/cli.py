@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"improvement before stopping ({both('patience')})")
     p.add_argument("--seed", type=int, default=None,
                    help=f"mlp, mlp-mf: seed of the initial weights and the validation split ({both('seed')})")
+    p.add_argument("--repulsion", choices=["auto", "zbl", "none"], default="auto",
+                   help="linear: a fixed ZBL repulsive core below an inner cutoff per species pair (1.1 × the "
+                        "shortest distance in the data), fitted as a baseline; auto (default) adds it when every "
+                        "training structure is periodic (solids), none never (minbasis.repulsion)")
     p.add_argument("-o", "--output", required=True, help="output model .npz")
 
     p = sub.add_parser("compare", help="linear or nonlinear? learning curves of linear, polynomial and MLP fits",
@@ -303,6 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "them apart")
     p.add_argument("--seed", type=int, default=0, help="seed of the random neighbour environments")
     p.add_argument("-o", "--output", required=True, help="output HTML file; the JSON is written next to it")
+
+    # -- export (issue 12): a self-contained block ---------------------------------------------
+    p = sub.add_parser("export", help="write a linear model in the ML-PACE .yace format (LAMMPS pair_style pace)",
+                       description="Convert a fitted linear ACE model (full or minimal basis, any species) into the "
+                                   "ML-PACE C-tilde format read by LAMMPS `pair_style pace` (and pace/kk) and by "
+                                   "python-ace: radial functions expanded in PACE's ChebLinear base functions, "
+                                   "invariants rewritten in complex-harmonic moments times the fitted weights, E0 and "
+                                   "the ZBL repulsive core included. MLP and polynomial models cannot be exported "
+                                   "(they are nonlinear in the ACE functions). Prints a JSON summary with the radial "
+                                   "expansion errors.",
+                       epilog="example: minbasis export model.npz --format yace -o model.yace; then in LAMMPS: "
+                              "pair_style pace; pair_coeff * * model.yace Cu Ni Al")
+    p.add_argument("model", help="model .npz written by `minbasis fit`")
+    p.add_argument("--format", choices=["yace"], default="yace", help="output format (yace: ML-PACE C-tilde YAML)")
+    p.add_argument("--radial-base", type=int, default=80,
+                   help="number of ChebLinear base functions the radial functions are expanded in (default 80)")
+    p.add_argument("-o", "--output", required=True, help="output file, e.g. model.yace")
     quiet_help = ("no progress bars and no informational messages on standard output (results such as evaluate's "
                   "table or JSON, compare's table, report's findings and errors still print). Without it, bars are "
                   "drawn only when standard error is a terminal (MINBASIS_PROGRESS=1 forces them, =0 hides them)")
@@ -319,6 +340,16 @@ def _info(*args, **kwargs) -> None:
     """print() for informational messages: silent under --quiet."""
     if not _QUIET:
         print(*args, **kwargs)
+
+
+def _cmd_export(args) -> int:
+    from .export import export_yace
+    from .fit import load_model
+
+    model = load_model(args.model)
+    summary = export_yace(model, args.output, n_radial_base=args.radial_base)
+    print(json.dumps(summary))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,8 +454,17 @@ def _cmd_fit(args) -> int:
               f"of {basis.n_features}) on {len(frames)} structures ({model.info['n_rows']} rows, solver "
               f"{model.info['solver']}) in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
         return 0
-    model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True,
-                       dask=args.dask, source_file=args.data if args.dask else None)
+    use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
+    if use_core and not getattr(args, "dask", False):
+        from .fit.core import fit_linear_with_core
+
+        model = fit_linear_with_core(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg,
+                                     progress=True)
+        r_in = model.repulsion.r_in
+        _info(f"repulsive ZBL core: r_in {r_in.min():.2f}–{r_in.max():.2f} Å (--repulsion none to leave it out)")
+    else:
+        model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True,
+                           dask=args.dask, source_file=args.data if args.dask else None)
     model.save(args.output)
     print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(frames)} structures "
           f"({model.info['n_rows']} rows, solver {model.info['solver']}) in {time.perf_counter() - t0:.1f} s; "
@@ -566,7 +606,7 @@ def _cmd_report(args) -> int:
 
 COMMANDS = {"basis": _cmd_basis, "describe": _cmd_describe, "fit": _cmd_fit, "compare": _cmd_compare,
             "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo, "report": _cmd_report}
+            "demo": _cmd_demo, "report": _cmd_report, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

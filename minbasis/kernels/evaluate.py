@@ -84,14 +84,17 @@ def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, s
     return X, G, S
 
 
-def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray, e0: np.ndarray
-                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray, e0: np.ndarray,
+                         folded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Energy, forces and virial of a linear model E = Σ_i e0[s_i] + weights[s_i] · B_i.
 
     Parameters
     ----------
     weights : float64 array (n_channels, n_features), eV per unit feature.
     e0 : float64 array (n_channels,), eV.
+    folded : float64 array (n_channels, n_terms), optional
+        weights[:, t_feat] · t_coef precomputed (:meth:`minbasis.fit.LinearModel.folded_weights`);
+        folded here when absent.
 
     Returns
     -------
@@ -103,7 +106,10 @@ def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray
     e0 = np.ascontiguousarray(e0, dtype=np.float64)
     E = np.zeros(batch.n_atoms)
     G = np.zeros((len(batch.pair_i), 3))
-    wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])  # (n_channels, T)
+    if folded is None:
+        wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])  # (n_channels, T)
+    else:
+        wt = folded
     ace_linear(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
                plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
                plan.t_pack, wt, e0,
