@@ -494,8 +494,24 @@ def _fit_auto(args) -> int:
     if args.seed is not None:
         kw["seed"] = args.seed
     t0 = time.perf_counter()
-    model = fit_auto(frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=AutoFitConfig(**kw),
-                     progress=True, log=lambda msg: print(msg, flush=True))
+    cfg = AutoFitConfig(**kw)
+
+    def fit(fr, ek, fk, sk):
+        return fit_auto(fr, energy_key=ek, forces_key=fk, stress_key=sk, config=cfg, progress=True,
+                        log=lambda msg: print(msg, flush=True))
+
+    use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
+    if use_core:
+        from ase.data import atomic_numbers
+
+        from .fit.core import fit_with_core
+
+        species = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=lambda s: atomic_numbers[s])
+        model = fit_with_core(fit, species, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key)
+        r_in = model.repulsion.r_in
+        _info(f"repulsive ZBL core: r_in {r_in.min():.2f}–{r_in.max():.2f} Å (--repulsion none to leave it out)")
+    else:
+        model = fit(frames, e_key, f_key, s_key)
     model.save(args.output)
     print(f"fitted {len(model.basis.species)}×{model.basis.n_features} coefficients on {len(frames)} structures in "
           f"{time.perf_counter() - t0:.0f} s; wrote {args.output}")

@@ -22,8 +22,9 @@
    one solve, not a new pass over the data. The prior power is chosen by Bayesian evidence,
    the basis and weights by the validation score Σ_obs MAE_obs / min over candidates
    (energy per atom, forces, and stress where present).
-4. **Budget.** Larger bases are tried while the projected time (the last candidate's time ×
-   (P_next / P_last)^2.5) fits in ``budget_minutes``, keeping room for the final fit.
+4. **Budget.** Larger bases are tried while the projected time (the last candidate's assembly
+   time × (P_next / P_last)² plus its solve time × (P_next / P_last)³, times 1.5) fits in
+   ``budget_minutes``.
 5. **Final fit** on all training frames (train + validation pieces merged, no new pass) with
    the chosen basis, weights and prior. The validation table is kept in ``model.info["auto"]``.
 """
@@ -277,7 +278,8 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             say(f"  skip {P} columns (> max_columns {cfg.max_columns})")
             break
         if last_t is not None:
-            projected = last_t * (P / last_P) ** 2.5
+            r = P / last_P
+            projected = last_t[0] * r**2 + last_t[1] * r**3  # assembly ~P² (Gram), solves ~P³
             elapsed = time.perf_counter() - t_start
             if elapsed + 1.5 * projected > budget:
                 say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
@@ -293,6 +295,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             lb = _labels_subset(labels, idx)
             entries = [Entry(lb, one[o], acc[(p, o)]) for o in one if has[o]]
             accumulate_entries(basis, sub, entries, progress=f"basis {k + 1}: {p}" if progress else None)
+        t_asm = time.perf_counter() - t0
         degrees = basis_degrees(basis)
         for w in cfg.weights:
             wd = dict(zip(("energy", "forces", "stress"), w))
@@ -317,7 +320,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
         kept = {"basis": basis, "acc": acc} if k == 0 or kept.get("columns", 0) < P else kept
         kept.setdefault("by_candidate", {})[k] = (basis, acc)
         kept["columns"] = P
-        last_t, last_P = time.perf_counter() - t0, P
+        last_t, last_P = (t_asm, time.perf_counter() - t0 - t_asm), P
         # keep only the accumulators of candidates that may still win (memory)
         scores = _val_score(rows)
         best_k = rows[int(np.argmin(scores))]["candidate"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MinbasisError
+
 from ..repulsion import ZBLCore
 
 __all__ = ["core_predictions", "fit_linear_with_core"]
@@ -53,18 +55,47 @@ def fit_linear_with_core(basis, atoms_list, core: ZBLCore | None = None, *, ener
     LabelError, StructureError, SpeciesError, MinbasisError
         As :func:`~minbasis.fit.fit_linear`; a core whose species differ from the basis'.
     """
-    from ..kernels import as_atoms_list
-    from .data import get_labels
     from .linear import fit_linear
 
+    def fit(frames, ek, fk, sk):
+        return fit_linear(basis, frames, energy_key=ek, forces_key=fk, stress_key=sk, config=config, progress=progress)
+
+    return fit_with_core(fit, basis.species, atoms_list, core, energy_key=energy_key, forces_key=forces_key,
+                         stress_key=stress_key, probe_basis=basis)
+
+
+def fit_with_core(fit, species, atoms_list, core: ZBLCore | None = None, *, energy_key: str | None = "energy",
+                  forces_key: str | None = "forces", stress_key: str | None = None, probe_basis=None):
+    """Run any linear fit ``fit(frames, energy_key, forces_key, stress_key) -> LinearModel`` on the
+    labels minus a fixed repulsive core, and attach the core to the result (see
+    :func:`fit_linear_with_core`; :func:`minbasis.fit.auto.fit_auto` uses it too).
+
+    Parameters
+    ----------
+    fit : callable returning a LinearModel whose basis has ``species`` in this order
+    species : chemical symbols of the model, in the basis' order
+    atoms_list : labelled structures; core : ZBLCore or None (default :meth:`ZBLCore.from_data`)
+    energy_key, forces_key, stress_key : label keys
+    probe_basis : a Basis with these species used to evaluate the core (default: a tiny one)
+
+    Raises
+    ------
+    MinbasisError
+        The fitted model's species differ from ``species``; errors of ``fit``.
+    """
+    from ..basis import Basis
+    from ..kernels import as_atoms_list
+    from .data import get_labels
+
     atoms_list = as_atoms_list(atoms_list)
+    species = list(species)
     if core is None:
-        core = ZBLCore.from_data(basis.species, atoms_list)
-    Ec, Fc, Sc = core_predictions(core, basis, atoms_list)
+        core = ZBLCore.from_data(species, atoms_list)
+    probe = probe_basis if probe_basis is not None else Basis.ace(species, 5.0, 1, 0, 1)
+    Ec, Fc, Sc = core_predictions(core, probe, atoms_list)
     touched = bool(np.abs(Ec).max() > 0 or max(np.abs(f).max() for f in Fc) > 0)
     if not touched:
-        model = fit_linear(basis, atoms_list, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
-                           config=config, progress=progress)
+        model = fit(atoms_list, energy_key, forces_key, stress_key)
     else:
         labels = get_labels(atoms_list, energy_key, forces_key, stress_key)
         shifted = []
@@ -78,10 +109,11 @@ def fit_linear_with_core(basis, atoms_list, core: ZBLCore | None = None, *, ener
             if stress_key and np.isfinite(labels.stress[k]).all():
                 a.info["_minbasis_stress"] = labels.stress[k] - Sc[k]
             shifted.append(a)
-        model = fit_linear(basis, shifted, energy_key="_minbasis_energy" if energy_key else None,
-                           forces_key="_minbasis_forces" if forces_key else None,
-                           stress_key="_minbasis_stress" if stress_key else None, config=config, progress=progress)
+        model = fit(shifted, "_minbasis_energy" if energy_key else None, "_minbasis_forces" if forces_key else None,
+                    "_minbasis_stress" if stress_key else None)
         model.info.update(energy_key=energy_key, forces_key=forces_key, stress_key=stress_key)
+    if list(model.basis.species) != species:
+        raise MinbasisError(f"the fitted model's species {list(model.basis.species)} differ from the core's {species}")
     model.repulsion = core
     model.info["repulsion"] = {"type": "zbl", "baseline_subtracted": touched,
                                "r_in_min": float(core.r_in.min()), "r_in_max": core.r_max}
