@@ -102,7 +102,10 @@ def spectrum(system: LinearSystem) -> Spectrum:
     if not (np.isfinite(G).all() and np.isfinite(b).all() and np.isfinite(system.yy)):
         raise MinbasisError("the normal equations contain NaN or inf: check the descriptors (radial_scale, r_cut) "
                             "and the labels")
-    g, V = np.linalg.eigh(G)
+    import scipy.linalg
+
+    # LAPACK dsyevr (MRRR): all eigenpairs, measured faster than numpy's dsyevd for P in the thousands
+    g, V = scipy.linalg.eigh(G, driver="evr", check_finite=False)
     g = np.clip(g, 0.0, None)
     beta = V.T @ b
     spec = Spectrum(g=g, V=V, beta=beta, yy=float(system.yy), e_perp=0.0, n=system.n_rows, P=system.P)
