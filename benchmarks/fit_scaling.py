@@ -12,7 +12,8 @@ Sections (``--section``, default all):
   ethanol frames and of the same frames repeated 4× (3200), basis n_max [6,4,2], l_max [0,3,2];
 * ``structures`` — fit time and peak RSS against the number of structures: rattled copies of
   the EMT-labelled Cu–Ni–Al cells of ``cu_alloy_emt.extxyz`` (relabelled with ASE's EMT after
-  rattling, seed fixed), 300 → ``--max-structures``;
+  rattling, seed fixed), 300 → ``--max-structures``, basis ν = 3, n_max [6,4,2], l_max [0,3,2]
+  (2460 columns);
 * ``basis`` — fit time and peak RSS against the number of columns P (alloy data);
 * ``dask`` — the alloy fit in one process and with ``--dask local:1`` and ``local:2``; the
   speed-up and the largest relative coefficient difference;
@@ -185,8 +186,8 @@ def section_structures(args) -> dict:
         while n <= args.max_structures:
             path = Path(tmp) / f"alloy_{n}.extxyz"
             alloy_set(n, path)
-            job = {"data": str(path), "species": ["Cu", "Ni", "Al"], "r_cut": 5.0, "n_max": [8, 6, 3],
-                   "l_max": [0, 4, 2], "order": 3, "kind": "linear", "energy_key": "energy", "forces_key": "forces",
+            job = {"data": str(path), "species": ["Cu", "Ni", "Al"], "r_cut": 5.0, "n_max": [6, 4, 2],
+                   "l_max": [0, 3, 2], "order": 3, "kind": "linear", "energy_key": "energy", "forces_key": "forces",
                    "stress_key": "stress"}
             print(f"structures {n} ...", flush=True)
             r = run_child(job)
@@ -222,7 +223,7 @@ def section_dask(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "alloy.extxyz"
         alloy_set(300, path)
-        job = {"data": str(path), "species": ["Cu", "Ni", "Al"], "r_cut": 5.0, "n_max": [8, 6, 3], "l_max": [0, 4, 2],
+        job = {"data": str(path), "species": ["Cu", "Ni", "Al"], "r_cut": 5.0, "n_max": [6, 4, 2], "l_max": [0, 3, 2],
                "order": 3, "kind": "linear", "energy_key": "energy", "forces_key": "forces", "stress_key": "stress"}
         w = {}
         for name, dask in (("serial", None), ("local_1", "local:1"), ("local_2", "local:2")):
@@ -270,7 +271,7 @@ def plot(results: dict) -> None:
         n = [r["n_structures"] for r in rows if "fit_seconds" in r]
         axes[0].loglog(n, [r["fit_seconds"] for r in rows if "fit_seconds" in r], "o-", label="fit time (s)")
         axes[0].loglog(n, [r["peak_rss_gb"] for r in rows if "fit_seconds" in r], "s-", label="peak RSS (GB)")
-        axes[0].set_xlabel("structures (Cu–Ni–Al, 7272 columns)")
+        axes[0].set_xlabel("structures (Cu–Ni–Al, 2460 columns)")
         axes[0].legend()
         axes[0].set_title("streaming assembly: memory flat in structures")
     rows = results.get("basis", {}).get("rows", [])
@@ -289,7 +290,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--section", action="append", choices=["ethanol", "memory", "structures", "basis", "dask", "zuo"])
     ap.add_argument("--old-ref", default="1411d66", help="git commit with the previous fit code")
-    ap.add_argument("--max-structures", type=int, default=4800)
+    ap.add_argument("--max-structures", type=int, default=19200)
     ap.add_argument("--max-columns", type=int, default=10000)
     args = ap.parse_args()
     if not DATA.exists():

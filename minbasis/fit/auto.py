@@ -43,7 +43,7 @@ from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import Entry, NormalEquations, RowWeights, accumulate_entries
-from .data import Labels, get_labels
+from .data import get_labels
 from .solvers import BayesianRidge, smoothness_weights, solve_system
 
 __all__ = ["AutoFitConfig", "shortest_distance", "radial_scale_for", "candidate_bases", "stratified_split",
@@ -200,18 +200,9 @@ def basis_degrees(basis: Basis) -> np.ndarray:
 
 
 def _with_radial_note(basis: Basis, r_min: float, x_min: float) -> Basis:
-    from ..spec import BasisSpec  # noqa: F401  (the spec is a dataclass; replace recomputes its hash)
-
     radial = dict(basis.spec.radial)
     radial["data"] = {"rule": f"0.9 × shortest distance → x = {x_min}", "shortest_distance": round(float(r_min), 6)}
     return Basis(replace(basis.spec, radial=radial, hash=""))
-
-
-def _labels_subset(labels: Labels, idx: np.ndarray) -> Labels:
-    return Labels(energy=None if labels.energy is None else labels.energy[idx],
-                  forces=None if labels.forces is None else [labels.forces[i] for i in idx],
-                  stress=None if labels.stress is None else labels.stress[idx],
-                  config_type=labels.config_type[idx])
 
 
 def _val_score(rows: list[dict]) -> list[float]:
@@ -265,7 +256,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
     tr, va = stratified_split(labels.config_type, cfg.validation_fraction, cfg.seed)
     parts = {"train": tr, "val": va}
     val_frames = [frames[i] for i in va]
-    val_labels = _labels_subset(labels, va)
+    val_labels = labels.take(va)
     has = {"energy": labels.energy is not None, "forces": labels.forces is not None,
            "stress": labels.stress is not None}
     rows: list[dict] = []
@@ -292,7 +283,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
                "stress": RowWeights(0.0, 0.0, 1.0)}
         for p, idx in parts.items():
             sub = [frames[i] for i in idx]
-            lb = _labels_subset(labels, idx)
+            lb = labels.take(idx)
             entries = [Entry(lb, one[o], acc[(p, o)]) for o in one if has[o]]
             accumulate_entries(basis, sub, entries, progress=f"basis {k + 1}: {p}" if progress else None)
         t_asm = time.perf_counter() - t0

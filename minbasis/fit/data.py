@@ -67,6 +67,18 @@ class Labels:
     stress: np.ndarray | None
     config_type: np.ndarray
 
+    def take(self, index) -> "Labels":
+        """The labels of a subset of the structures: ``index`` is a slice or an integer array."""
+        if isinstance(index, slice):
+            pick = lambda v: v[index]  # noqa: E731
+            forces = None if self.forces is None else self.forces[index]
+        else:
+            index = np.asarray(index, dtype=int)
+            pick = lambda v: v[index]  # noqa: E731
+            forces = None if self.forces is None else [self.forces[i] for i in index]
+        return Labels(energy=None if self.energy is None else pick(self.energy), forces=forces,
+                      stress=None if self.stress is None else pick(self.stress), config_type=pick(self.config_type))
+
 
 def _calc_value(atoms: Atoms, name: str):
     calc = atoms.calc

@@ -28,13 +28,6 @@ from .data import Labels, get_labels
 __all__ = ["distributed_equations"]
 
 
-def _slice_labels(labels: Labels, a: int, b: int) -> Labels:
-    return Labels(energy=None if labels.energy is None else labels.energy[a:b],
-                  forces=None if labels.forces is None else labels.forces[a:b],
-                  stress=None if labels.stress is None else labels.stress[a:b],
-                  config_type=labels.config_type[a:b])
-
-
 def _shard_equations(spec_dict: dict, source, weights: RowWeights, e0, P: int, C: int) -> NormalEquations:
     """Worker task: the normal equations of one shard. ``source`` is ("atoms", list, Labels) or
     ("file", path, start, stop, (energy_key, forces_key, stress_key))."""
@@ -87,7 +80,7 @@ def distributed_equations(basis: Basis, atoms_list: Sequence[Atoms], labels: Lab
             if source_file is not None:
                 src = ("file", str(source_file[0]), a, b, tuple(source_file[1]))
             else:
-                src = ("atoms", list(atoms_list[a:b]), _slice_labels(labels, a, b))
+                src = ("atoms", list(atoms_list[a:b]), labels.take(slice(a, b)))
             futures.append(client.submit(_shard_equations, spec_dict, src, weights, e0, P, Ce, pure=False))
         total = futures[0]
         for f in futures[1:]:

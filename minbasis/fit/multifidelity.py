@@ -382,7 +382,6 @@ class _DeltaProblem:
     def __init__(self, blocks: Sequence[FidelityBlock], with_d: Sequence[bool]):
         self.blocks = list(blocks)
         self.scale, self.active = _scaled(blocks)
-        s = self.scale[self.active]
         a = self.active
         self.eigs = [_Eig(b.system.restrict(a, self.scale)) for b in blocks]
         self.n_f = [b.n_rows for b in blocks]
