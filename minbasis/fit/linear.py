@@ -33,7 +33,8 @@ from .assembly import NormalEquations, RowWeights, accumulate, LinearSystem
 from .data import Labels, get_labels
 from .solvers import SOLVERS, BayesianRidge, make_solver, solve_system
 
-__all__ = ["LinearFitConfig", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear"]
+__all__ = ["LinearFitConfig", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear",
+           "committee_from_posterior"]
 
 
 @dataclass
@@ -52,6 +53,15 @@ class LinearFitConfig:
         Ridge strength for ``solver="ridge"`` (on unit-RMS columns).
     e0 : dict str → float or None
         Isolated-atom energies in eV; None fits E0 by least squares.
+    committee : int or None
+        Committee members drawn from the posterior of the Bayesian solver (stored with the model
+        for uncertainties, :mod:`minbasis.fit.model`); 0 disables; None means 32 with the
+        Bayesian solver (other solvers have no posterior: no committee).
+    committee_seed : int
+        Seed of the posterior draws.
+    uncertainty_scale : float
+        Calibration scale s of the committee spread (σ² = s² · committee variance + noise²);
+        1 uses the posterior as it is.
     """
 
     energy_weight: float = 30.0
@@ -61,6 +71,9 @@ class LinearFitConfig:
     solver: str = "bayesian"
     alpha: float = 1e-8
     e0: dict | None = None
+    committee: int | None = None
+    committee_seed: int = 0
+    uncertainty_scale: float = 1.0
 
     def weights(self) -> RowWeights:
         """The observable and config_type weights as :class:`~minbasis.fit.assembly.RowWeights`."""
@@ -71,7 +84,12 @@ class LinearFitConfig:
             self.solver = "bayesian"
         if self.solver not in SOLVERS:
             raise MinbasisError(f"unknown solver {self.solver!r}; choose one of {SOLVERS}")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "alpha"):
+        if self.committee is not None and (int(self.committee) != self.committee or self.committee < 0):
+            raise MinbasisError(f"committee must be an integer >= 0, got {self.committee}")
+        if self.committee is not None and self.committee > 0 and self.solver != "bayesian":
+            raise MinbasisError(f"a committee needs the posterior of solver 'bayesian', not {self.solver!r}; "
+                                f"use --solver bayesian or --committee 0")
+        for name in ("energy_weight", "forces_weight", "stress_weight", "alpha", "uncertainty_scale"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise MinbasisError(f"{name} must be a finite number >= 0, got {v}")
@@ -193,14 +211,48 @@ def fit_linear(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy"
     src = (source_file, (energy_key, forces_key, stress_key)) if source_file is not None else None
     eq = linear_equations(basis, atoms_list, labels, cfg, progress=progress, dask=dask, source_file=src)
     coef, e0_fit, info = solve_equations(eq, cfg)
-    info.pop("_posterior", None)
+    posterior = info.pop("_posterior", None)
     C, F = basis.plan.n_channels, basis.n_features
     if cfg.e0 is not None:
         e0 = np.array([float(cfg.e0[s]) for s in basis.species])
     else:
         e0 = e0_fit if len(e0_fit) else np.zeros(C)
+    committee = committee_from_posterior(eq, cfg, coef, e0, posterior, info, C, F)
     info.update(n_structures=len(atoms_list), energy_key=energy_key, forces_key=forces_key,
                 stress_key=stress_key, weights={"energy": cfg.energy_weight, "forces": cfg.forces_weight,
                                                  "stress": cfg.stress_weight,
                                                  "config_type": dict(cfg.config_type_weights)})
-    return LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0, info=info)
+    return LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0, info=info, **committee)
+
+
+def committee_from_posterior(eq: NormalEquations, cfg: LinearFitConfig, coef: np.ndarray, e0: np.ndarray, posterior,
+                             info: dict, C: int, F: int) -> dict:
+    """Committee of a Bayesian linear fit: K posterior draws as deviations from the mean.
+
+    Each member's coefficients c_k are drawn from the posterior N(μ, (α AᵀA + λ I)⁻¹)
+    (:meth:`~minbasis.fit.solvers.Posterior.sample`); its E0 is the least-squares E0 for c_k
+    (``eq.e0(c_k)``, when E0 is fitted). The noise levels of the predictive distribution are
+    1/√α divided by the row weight of each observable (α = ``info["alpha_noise"]`` is in
+    weighted-row units).
+
+    Returns
+    -------
+    dict of LinearModel keyword arguments: ``committee_weights`` (K, C, F), ``committee_e0``
+    (K, C) eV and ``uncertainty``; empty when there is no posterior or the committee is 0.
+    """
+    K = cfg.committee if cfg.committee is not None else (32 if cfg.solver == "bayesian" else 0)
+    if posterior is None or K <= 0:
+        return {}
+    draws = posterior.sample(int(K), seed=cfg.committee_seed)  # (K, P)
+    dw = (draws - coef[None, :]).reshape(K, C, F)
+    if cfg.e0 is None and len(eq.e0(coef)):
+        de0 = np.stack([eq.e0(c) for c in draws]) - eq.e0(coef)[None, :]
+    else:
+        de0 = np.zeros((K, C))
+    sig = 1.0 / np.sqrt(float(info["alpha_noise"]))
+    unc = {"scale": float(cfg.uncertainty_scale),
+           "noise_energy_per_atom": sig / cfg.energy_weight if cfg.energy_weight > 0 else 0.0,
+           "noise_forces": sig / cfg.forces_weight if cfg.forces_weight > 0 else 0.0,
+           "noise_stress_per_atom": sig / cfg.stress_weight if cfg.stress_weight > 0 else 0.0}
+    info["committee"] = {"size": int(K), "seed": int(cfg.committee_seed), **unc}
+    return {"committee_weights": dw, "committee_e0": de0, "uncertainty": unc}
