@@ -33,8 +33,11 @@ from .assembly import NormalEquations, RowWeights, accumulate, LinearSystem
 from .data import Labels, get_labels
 from .solvers import SOLVERS, BayesianRidge, make_solver, solve_system
 
+#: Noise terms of the committee's predictive std (LinearFitConfig.uncertainty_noise).
+NOISE_MODELS = ("residuals", "evidence", "none")
+
 __all__ = ["LinearFitConfig", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear",
-           "committee_from_posterior"]
+           "committee_from_posterior", "residual_noise", "NOISE_MODELS"]
 
 
 @dataclass
@@ -62,6 +65,11 @@ class LinearFitConfig:
     uncertainty_scale : float
         Calibration scale s of the committee spread (σ² = s² · committee variance + noise²);
         1 uses the posterior as it is.
+    uncertainty_noise : str
+        Noise term of the predictive std: ``"residuals"`` (default) the RMS training residual of
+        each observable (energy per atom, force components, virial per atom) of the mean model;
+        ``"evidence"`` 1/√α of the evidence maximisation divided by each observable's row weight
+        (one noise level for all weighted rows); ``"none"`` the committee spread alone.
     """
 
     energy_weight: float = 30.0
@@ -74,6 +82,7 @@ class LinearFitConfig:
     committee: int | None = None
     committee_seed: int = 0
     uncertainty_scale: float = 1.0
+    uncertainty_noise: str = "residuals"
 
     def weights(self) -> RowWeights:
         """The observable and config_type weights as :class:`~minbasis.fit.assembly.RowWeights`."""
@@ -84,6 +93,8 @@ class LinearFitConfig:
             self.solver = "bayesian"
         if self.solver not in SOLVERS:
             raise MinbasisError(f"unknown solver {self.solver!r}; choose one of {SOLVERS}")
+        if self.uncertainty_noise not in NOISE_MODELS:
+            raise MinbasisError(f"uncertainty_noise must be one of {NOISE_MODELS}, got {self.uncertainty_noise!r}")
         if self.committee is not None and (int(self.committee) != self.committee or self.committee < 0):
             raise MinbasisError(f"committee must be an integer >= 0, got {self.committee}")
         if self.committee is not None and self.committee > 0 and self.solver != "bayesian":
@@ -218,6 +229,11 @@ def fit_linear(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy"
     else:
         e0 = e0_fit if len(e0_fit) else np.zeros(C)
     committee = committee_from_posterior(eq, cfg, coef, e0, posterior, info, C, F)
+    if committee and cfg.uncertainty_noise == "residuals":
+        mean_model = LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0)
+        noise = residual_noise(atoms_list, labels, mean_model.predict(atoms_list))
+        committee["uncertainty"].update(noise)
+        info["committee"].update(noise)
     info.update(n_structures=len(atoms_list), energy_key=energy_key, forces_key=forces_key,
                 stress_key=stress_key, weights={"energy": cfg.energy_weight, "forces": cfg.forces_weight,
                                                  "stress": cfg.stress_weight,
@@ -238,7 +254,9 @@ def committee_from_posterior(eq: NormalEquations, cfg: LinearFitConfig, coef: np
     Returns
     -------
     dict of LinearModel keyword arguments: ``committee_weights`` (K, C, F), ``committee_e0``
-    (K, C) eV and ``uncertainty``; empty when there is no posterior or the committee is 0.
+    (K, C) eV and ``uncertainty`` (noise levels from the evidence for
+    ``uncertainty_noise="evidence"``, else 0 — :func:`residual_noise` fills them for
+    ``"residuals"``); empty when there is no posterior or the committee is 0.
     """
     K = cfg.committee if cfg.committee is not None else (32 if cfg.solver == "bayesian" else 0)
     if posterior is None or K <= 0:
@@ -249,10 +267,37 @@ def committee_from_posterior(eq: NormalEquations, cfg: LinearFitConfig, coef: np
         de0 = np.stack([eq.e0(c) for c in draws]) - eq.e0(coef)[None, :]
     else:
         de0 = np.zeros((K, C))
-    sig = 1.0 / np.sqrt(float(info["alpha_noise"]))
+    sig = 1.0 / np.sqrt(float(info["alpha_noise"])) if cfg.uncertainty_noise == "evidence" else 0.0
     unc = {"scale": float(cfg.uncertainty_scale),
            "noise_energy_per_atom": sig / cfg.energy_weight if cfg.energy_weight > 0 else 0.0,
            "noise_forces": sig / cfg.forces_weight if cfg.forces_weight > 0 else 0.0,
            "noise_stress_per_atom": sig / cfg.stress_weight if cfg.stress_weight > 0 else 0.0}
-    info["committee"] = {"size": int(K), "seed": int(cfg.committee_seed), **unc}
+    info["committee"] = {"size": int(K), "seed": int(cfg.committee_seed), "noise_model": cfg.uncertainty_noise,
+                         **unc}
     return {"committee_weights": dw, "committee_e0": de0, "uncertainty": unc}
+
+
+def residual_noise(atoms_list: Sequence[Atoms], labels: Labels, pred) -> dict:
+    """Per-observable noise levels: RMS training residuals of a model's prediction.
+
+    Returns
+    -------
+    dict ``noise_energy_per_atom`` (eV/atom), ``noise_forces`` (eV/Å, over Cartesian
+    components), ``noise_stress_per_atom`` (eV/atom, residual of V·σ/n over Voigt components);
+    0 for observables without labels.
+    """
+    n_atoms = np.array([len(a) for a in atoms_list], dtype=float)
+    out = {"noise_energy_per_atom": 0.0, "noise_forces": 0.0, "noise_stress_per_atom": 0.0}
+    if labels.energy is not None:
+        out["noise_energy_per_atom"] = float(np.sqrt(np.mean(((pred.energy - labels.energy) / n_atoms) ** 2)))
+    if labels.forces is not None:
+        dF = np.concatenate([(pred.forces[k] - labels.forces[k]).ravel() for k in range(len(atoms_list))])
+        out["noise_forces"] = float(np.sqrt(np.mean(dF**2)))
+    if labels.stress is not None:
+        has = [k for k in range(len(atoms_list)) if np.isfinite(labels.stress[k]).all() and
+               np.isfinite(pred.stress[k]).all()]
+        if has:
+            v = np.array([abs(atoms_list[k].get_volume()) / n_atoms[k] for k in has])
+            dS = (pred.stress[has] - labels.stress[has]) * v[:, None]
+            out["noise_stress_per_atom"] = float(np.sqrt(np.mean(dS**2)))
+    return out

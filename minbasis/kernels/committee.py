@@ -69,9 +69,9 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
         X = np.empty((1, nf))
         Gs = np.empty(n_slots)
         dA = np.empty((n_mom, K))
-        ck = np.empty((nlm, mq, K))
-        dk = np.empty((nlm, mq, K))
-        wk = np.empty((4, mq, K))
+        ck = np.empty((mq, nlm, K))
+        dk = np.empty((mq, nlm, K))
+        wk = np.empty((4, K))
         for i in range(c * N // nc, (c + 1) * N // nc):
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
@@ -90,85 +90,93 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
             for f in range(nf):
                 X[0, f] = 0.0
             _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, 0)
-            for k in range(K):
-                Ed[i, k] = 0.0
-            ed = Ed[i]
-            for f in range(nf):
-                b = X[0, f]
-                dwf = dw[s_i, f]
-                for k in range(K):
-                    ed[k] += b * dwf[k]
             for s in range(n_slots):
                 Gs[s] = 0.0
             _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
-            for v in range(n_mom):
+            _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, X[0], Gs, dw[s_i], U, R, dR, Y,
+                              dY, dA, ck, dk, wk, Ed, Gd)
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, U, R, dR, Y, dY, dA,
+                      ck, dk, wk, Ed, Gd):  # pragma: no cover
+    """Committee part of centre i: Ed[i, k] = dws[:, k] · x, ∂E_k/∂A from the slots Gs of ∂B/∂A,
+    and the pair gradients Gd[p0 + q, :, k] of the K members (member index innermost).
+    dws (n_features, K) are the deviation weights of the centre's species."""
+    K = dws.shape[1]
+    nf = dws.shape[0]
+    nblock = n_r * nlm
+    ed = Ed[i]
+    for k in range(K):
+        ed[k] = 0.0
+    for f in range(nf):
+        b = x[f]
+        dwf = dws[f]
+        for k in range(K):
+            ed[k] += b * dwf[k]
+    dA[:, :] = 0.0
+    for ch in range(n_channels):
+        row = ch * nf
+        for f in range(nf):
+            dwf = dws[f]
+            for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
+                g = Gs[s]
+                dav = dA[slot_v[s]]
                 for k in range(K):
-                    dA[v, k] = 0.0
-            for ch in range(n_channels):
-                row = ch * nf
-                for f in range(nf):
-                    dwf = dw[s_i, f]
-                    for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
-                        g = Gs[s]
-                        dav = dA[slot_v[s]]
-                        for k in range(K):
-                            dav[k] += g * dwf[k]
-            # pair back-propagation of the K members (as _backprop_pairs, member index innermost)
-            q = 0
-            while q < npi:
-                ch = pair_ch[p0 + q]
-                qe = _run_end(pair_ch, p0, q, npi)
-                base = ch * nblock
+                    dav[k] += g * dwf[k]
+    q = 0
+    while q < npi:
+        ch = pair_ch[p0 + q]
+        qe = _run_end(pair_ch, p0, q, npi)
+        base = ch * nblock
+        for qq in range(q, qe):
+            ckq = ck[qq]
+            dkq = dk[qq]
+            ckq[:, :] = 0.0
+            dkq[:, :] = 0.0
+            for n in range(n_r):
+                r = R[n, qq]
+                rp = dR[n, qq]
+                off = base + n * nlm
                 for lm in range(nlm):
-                    for qq in range(q, qe):
-                        for k in range(K):
-                            ck[lm, qq, k] = 0.0
-                            dk[lm, qq, k] = 0.0
-                for n in range(n_r):
-                    off = base + n * nlm
-                    for lm in range(nlm):
-                        dav = dA[off + lm]
-                        for qq in range(q, qe):
-                            r = R[n, qq]
-                            rp = dR[n, qq]
-                            ckv = ck[lm, qq]
-                            dkv = dk[lm, qq]
-                            for k in range(K):
-                                ckv[k] += dav[k] * r
-                                dkv[k] += dav[k] * rp
-                for qq in range(q, qe):
+                    dav = dA[off + lm]
+                    ckv = ckq[lm]
+                    dkv = dkq[lm]
                     for k in range(K):
-                        wk[0, qq, k] = 0.0
-                        wk[1, qq, k] = 0.0
-                        wk[2, qq, k] = 0.0
-                        wk[3, qq, k] = 0.0
-                    w0 = wk[0, qq]
-                    w1 = wk[1, qq]
-                    w2 = wk[2, qq]
-                    w3 = wk[3, qq]
-                    for lm in range(nlm):
-                        y0 = dY[0, lm, qq]
-                        y1 = dY[1, lm, qq]
-                        y2 = dY[2, lm, qq]
-                        y = Y[lm, qq]
-                        ckv = ck[lm, qq]
-                        dkv = dk[lm, qq]
-                        for k in range(K):
-                            w0[k] += ckv[k] * y0
-                            w1[k] += ckv[k] * y1
-                            w2[k] += ckv[k] * y2
-                            w3[k] += dkv[k] * y
-                    u0 = U[0, qq]
-                    u1 = U[1, qq]
-                    u2 = U[2, qq]
-                    g0 = Gd[p0 + qq, 0]
-                    g1 = Gd[p0 + qq, 1]
-                    g2 = Gd[p0 + qq, 2]
-                    for k in range(K):
-                        g0[k] = w0[k] + w3[k] * u0
-                        g1[k] = w1[k] + w3[k] * u1
-                        g2[k] = w2[k] + w3[k] * u2
-                q = qe
+                        ckv[k] += dav[k] * r
+                        dkv[k] += dav[k] * rp
+            w0 = wk[0]
+            w1 = wk[1]
+            w2 = wk[2]
+            w3 = wk[3]
+            for k in range(K):
+                w0[k] = 0.0
+                w1[k] = 0.0
+                w2[k] = 0.0
+                w3[k] = 0.0
+            for lm in range(nlm):
+                y0 = dY[0, lm, qq]
+                y1 = dY[1, lm, qq]
+                y2 = dY[2, lm, qq]
+                y = Y[lm, qq]
+                ckv = ckq[lm]
+                dkv = dkq[lm]
+                for k in range(K):
+                    w0[k] += ckv[k] * y0
+                    w1[k] += ckv[k] * y1
+                    w2[k] += ckv[k] * y2
+                    w3[k] += dkv[k] * y
+            u0 = U[0, qq]
+            u1 = U[1, qq]
+            u2 = U[2, qq]
+            g0 = Gd[p0 + qq, 0]
+            g1 = Gd[p0 + qq, 1]
+            g2 = Gd[p0 + qq, 2]
+            for k in range(K):
+                g0[k] = w0[k] + w3[k] * u0
+                g1[k] = w1[k] + w3[k] * u1
+                g2[k] = w2[k] + w3[k] * u2
+        q = qe
 
 
 @njit(cache=True)
