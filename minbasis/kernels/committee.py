@@ -39,7 +39,7 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     ----------
     t_coef, t_feat, t_slot, slot_v, cf_ptr : plan arrays (features and their sparse ∂B/∂A slots)
     wt : (n_channels, T) mean weights folded into the terms (as ``ace_linear``)
-    dw : (n_channels, n_features, K) deviation weights, member index innermost
+    dw : (n_channels, n_features · K) deviation weights, member index innermost
 
     Outputs (overwritten)
     -------
@@ -48,8 +48,8 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     Gd : (P, 3, K) pair-gradient deviations, eV/Å
     """
     N = centre_ptr.shape[0] - 1
-    K = dw.shape[2]
-    nf = dw.shape[1]
+    K = Ed.shape[1]
+    nf = dw.shape[1] // K
     nlm = (l_max + 1) * (l_max + 1)
     nblock = n_r * nlm
     n_mom = n_channels * nblock
@@ -68,10 +68,10 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
         dl = np.empty((nlm, mq))
         X = np.empty((1, nf))
         Gs = np.empty(n_slots)
-        dA = np.empty((n_mom, K))
-        ck = np.empty((mq, nlm, K))
-        dk = np.empty((mq, nlm, K))
-        wk = np.empty((4, K))
+        dA = np.empty(n_mom * K)
+        ck = np.empty(nlm * K)
+        dk = np.empty(nlm * K)
+        wk = np.empty(4 * K)
         for i in range(c * N // nc, (c + 1) * N // nc):
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
@@ -93,89 +93,80 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
             for s in range(n_slots):
                 Gs[s] = 0.0
             _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
-            _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, X[0], Gs, dw[s_i], U, R, dR, Y,
-                              dY, dA, ck, dk, wk, Ed, Gd)
+            _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, X[0], Gs, dw[s_i], K, U, R, dR,
+                              Y, dY, dA, ck, dk, wk, Ed, Gd)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, U, R, dR, Y, dY, dA,
+def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, K, U, R, dR, Y, dY, dA,
                       ck, dk, wk, Ed, Gd):  # pragma: no cover
-    """Committee part of centre i: Ed[i, k] = dws[:, k] · x, ∂E_k/∂A from the slots Gs of ∂B/∂A,
-    and the pair gradients Gd[p0 + q, :, k] of the K members (member index innermost).
-    dws (n_features, K) are the deviation weights of the centre's species."""
-    K = dws.shape[1]
-    nf = dws.shape[0]
+    """Committee part of centre i: Ed[i, k] = Σ_f dws[f·K + k] x[f], ∂E_k/∂A (dA[v·K + k]) from
+    the slots Gs of ∂B/∂A, and the pair gradients Gd[p0 + q, :, k] of the K members.
+
+    ``dws`` (n_features·K,) holds the deviation weights of the centre's species, member index
+    innermost; the work arrays are flat (dA (n_mom·K,), ck and dk (≥ npi·nlm·K,), wk (4·K,))
+    so that every loop over k is a unit-stride loop that the compiler vectorises."""
+    nf = x.shape[0]
     nblock = n_r * nlm
-    ed = Ed[i]
     for k in range(K):
-        ed[k] = 0.0
+        Ed[i, k] = 0.0
     for f in range(nf):
         b = x[f]
-        dwf = dws[f]
+        o = f * K
         for k in range(K):
-            ed[k] += b * dwf[k]
-    dA[:, :] = 0.0
+            Ed[i, k] += b * dws[o + k]
+    for j in range(dA.shape[0]):
+        dA[j] = 0.0
     for ch in range(n_channels):
         row = ch * nf
         for f in range(nf):
-            dwf = dws[f]
+            o = f * K
             for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
                 g = Gs[s]
-                dav = dA[slot_v[s]]
+                ov = slot_v[s] * K
                 for k in range(K):
-                    dav[k] += g * dwf[k]
+                    dA[ov + k] += g * dws[o + k]
     q = 0
     while q < npi:
         ch = pair_ch[p0 + q]
         qe = _run_end(pair_ch, p0, q, npi)
         base = ch * nblock
         for qq in range(q, qe):
-            ckq = ck[qq]
-            dkq = dk[qq]
-            ckq[:, :] = 0.0
-            dkq[:, :] = 0.0
+            for j in range(nlm * K):
+                ck[j] = 0.0
+                dk[j] = 0.0
             for n in range(n_r):
                 r = R[n, qq]
                 rp = dR[n, qq]
-                off = base + n * nlm
                 for lm in range(nlm):
-                    dav = dA[off + lm]
-                    ckv = ckq[lm]
-                    dkv = dkq[lm]
+                    ov = (base + n * nlm + lm) * K
+                    oc = lm * K
                     for k in range(K):
-                        ckv[k] += dav[k] * r
-                        dkv[k] += dav[k] * rp
-            w0 = wk[0]
-            w1 = wk[1]
-            w2 = wk[2]
-            w3 = wk[3]
-            for k in range(K):
-                w0[k] = 0.0
-                w1[k] = 0.0
-                w2[k] = 0.0
-                w3[k] = 0.0
+                        ck[oc + k] += dA[ov + k] * r
+                        dk[oc + k] += dA[ov + k] * rp
+            for j in range(4 * K):
+                wk[j] = 0.0
             for lm in range(nlm):
                 y0 = dY[0, lm, qq]
                 y1 = dY[1, lm, qq]
                 y2 = dY[2, lm, qq]
                 y = Y[lm, qq]
-                ckv = ckq[lm]
-                dkv = dkq[lm]
+                oc = lm * K
                 for k in range(K):
-                    w0[k] += ckv[k] * y0
-                    w1[k] += ckv[k] * y1
-                    w2[k] += ckv[k] * y2
-                    w3[k] += dkv[k] * y
+                    c = ck[oc + k]
+                    wk[k] += c * y0
+                    wk[K + k] += c * y1
+                    wk[2 * K + k] += c * y2
+                    wk[3 * K + k] += dk[oc + k] * y
             u0 = U[0, qq]
             u1 = U[1, qq]
             u2 = U[2, qq]
-            g0 = Gd[p0 + qq, 0]
-            g1 = Gd[p0 + qq, 1]
-            g2 = Gd[p0 + qq, 2]
+            p = p0 + qq
             for k in range(K):
-                g0[k] = w0[k] + w3[k] * u0
-                g1[k] = w1[k] + w3[k] * u1
-                g2[k] = w2[k] + w3[k] * u2
+                w3 = wk[3 * K + k]
+                Gd[p, 0, k] = wk[k] + w3 * u0
+                Gd[p, 1, k] = wk[K + k] + w3 * u1
+                Gd[p, 2, k] = wk[2 * K + k] + w3 * u2
         q = qe
 
 
@@ -227,14 +218,15 @@ def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: 
     Raises
     ------
     ValueError
-        Shapes of ``dweights`` / ``de0`` that do not match ``weights``.
+        Shapes of ``dweights`` / ``de0`` that do not match ``weights``, or K = 0.
     """
     weights = np.ascontiguousarray(weights, dtype=np.float64)
     e0 = np.ascontiguousarray(e0, dtype=np.float64)
     dweights = np.asarray(dweights, dtype=np.float64)
     de0 = np.asarray(de0, dtype=np.float64)
-    if dweights.ndim != 3 or dweights.shape[1:] != weights.shape:
-        raise ValueError(f"dweights must have shape (K, {weights.shape[0]}, {weights.shape[1]}), got {dweights.shape}")
+    if dweights.ndim != 3 or dweights.shape[1:] != weights.shape or dweights.shape[0] < 1:
+        raise ValueError(f"dweights must have shape (K, {weights.shape[0]}, {weights.shape[1]}) with K >= 1, "
+                         f"got {dweights.shape}")
     K = dweights.shape[0]
     if de0.shape != (K, weights.shape[0]):
         raise ValueError(f"de0 must have shape ({K}, {weights.shape[0]}), got {de0.shape}")
@@ -244,7 +236,7 @@ def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: 
     Ed = np.zeros((N, K))
     Gd = np.zeros((P, 3, K))
     wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])
-    dw = np.ascontiguousarray(np.transpose(dweights, (1, 2, 0)))  # (C, F, K)
+    dw = np.ascontiguousarray(np.transpose(dweights, (1, 2, 0))).reshape(weights.shape[0], -1)  # (C, F·K)
     ace_linear_committee(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels,
                          plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx,
                          plan.o_ptr, plan.t_pack, plan.t_coef, plan.t_feat, plan.t_slot, plan.slot_v, plan.cf_ptr, wt,
