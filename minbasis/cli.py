@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear: committee of K coefficient vectors drawn from the Bayesian posterior, stored "
                         "with the model for energy_std/forces_std (default 32 with --solver bayesian; 0 "
                         "disables)")
+    p.add_argument("--calibrate", type=float, default=lin["calibration_fraction"], metavar="F",
+                   help="linear with committee: choose a factor on the predicted std on a held-out fraction F of "
+                        "the training frames (stratified by config_type), so that 68.3 %% of its force errors "
+                        "lie within 1σ; the final model is fitted on all frames (default 0: the posterior and "
+                        "the training residuals as they are)")
     p.add_argument("--patience", type=int, default=None,
                    help=f"mlp, mlp-mf: validation checks (every {mlp['validate_every']} iterations) without "
                         f"improvement before stopping ({both('patience')})")
@@ -401,7 +406,7 @@ def _cmd_fit(args) -> int:
         committee = 0
     cfg = LinearFitConfig(energy_weight=args.energy_weight, forces_weight=args.forces_weight,
                           stress_weight=args.stress_weight, config_type_weights=ctw, solver=args.solver,
-                          alpha=args.alpha, committee=committee)
+                          alpha=args.alpha, committee=committee, calibration_fraction=args.calibrate)
     t0 = time.perf_counter()
     if args.dask and args.model != "linear":
         raise MinbasisError(f"--dask distributes linear fits only; --model {args.model} runs in one process")

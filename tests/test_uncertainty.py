@@ -244,3 +244,15 @@ def test_cli_fit_tables_evaluate_calibration_and_parity(capsys, tmp_path):
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "m0.npz"), str(tmp_path / "test.extxyz"), *keys, "--json"]) == 0
     assert "calibration" not in json.loads(capsys.readouterr().out)
+
+
+def test_calibration_factor_near_one_on_a_well_specified_problem(cu_small, synthetic):
+    _, _, train, test, _ = synthetic
+    model = fit_linear(cu_small, train, config=LinearFitConfig(committee=16, calibration_fraction=0.25))
+    t = model.uncertainty["calibration"]
+    assert 0.8 < t < 1.25 and model.info["committee"]["calibration"] == t
+    base = fit_linear(cu_small, train, config=LinearFitConfig(committee=16))
+    np.testing.assert_allclose(model.predict(test[:1]).forces_std[0], t * base.predict(test[:1]).forces_std[0],
+                               rtol=1e-10)
+    with pytest.raises(MinbasisError, match="calibration_fraction"):
+        LinearFitConfig(calibration_fraction=1.0)

@@ -5,11 +5,13 @@ from the Gaussian posterior of the fit, stored as deviations from the mean (post
 committees, as in e.g. Imbalzano et al., J. Chem. Phys. 154, 074102 (2021)). Predictions then
 report a predictive standard deviation per energy and force component:
 
-    σ² = s² · (1/K) Σ_k δ_k² + σ_noise²,
+    σ² = t² · [s² · (1/K) Σ_k δ_k² + σ_noise²],
 
-with δ_k the prediction of member k minus that of the mean model, s a calibration scale
-(default 1: the posterior as it is) and σ_noise the noise level that the evidence maximisation
-estimated (1/√α in weighted-row units, divided by the observable's row weight). For a linear
+with δ_k the prediction of member k minus that of the mean model, s a scale of the committee
+spread (default 1: the posterior as it is), σ_noise the noise level of the observable (by
+default the RMS training residual; or 1/√α of the evidence maximisation divided by the
+observable's row weight, see :class:`~minbasis.fit.linear.LinearFitConfig`) and t an optional
+factor chosen on a validation split of the training frames (default 1). For a linear
 model with a Gaussian posterior this is the Gaussian predictive distribution (Bishop, Pattern
 Recognition and Machine Learning, eq. 3.58), with the K-sample committee in place of the exact
 parameter term. Members and mean are evaluated in one pass (:mod:`minbasis.kernels.committee`).
@@ -105,10 +107,12 @@ class PredictionAccumulator:
                           atomic_energies=self.atomic)
         if not self.d_energies or uncertainty is None:
             return pred
+        t = float(uncertainty.get("calibration", 1.0))
         s2 = float(uncertainty.get("scale", 1.0)) ** 2
-        ne = float(uncertainty.get("noise_energy_per_atom", 0.0))
-        nf = float(uncertainty.get("noise_forces", 0.0))
-        ns = float(uncertainty.get("noise_stress_per_atom", 0.0))
+        ne = t * float(uncertainty.get("noise_energy_per_atom", 0.0))
+        nf = t * float(uncertainty.get("noise_forces", 0.0))
+        ns = t * float(uncertainty.get("noise_stress_per_atom", 0.0))
+        s2 *= t * t
         n_atoms = np.array([len(e) for e in self.atomic], dtype=float)
         dE = np.stack(self.d_energies)  # (M, K)
         pred.energy_committee = pred.energy[:, None] + dE
@@ -135,7 +139,8 @@ class LinearModel:
     committee_e0 : (K, n_channels) float64 or None, the members' E0 deviations, eV
     uncertainty : dict, calibration of the predictive std (module docstring): ``scale`` s,
         ``noise_energy_per_atom`` (eV/atom), ``noise_forces`` (eV/Å), ``noise_stress_per_atom``
-        (eV/atom, on V·σ/n); empty without a committee
+        (eV/atom, on V·σ/n), ``calibration`` t (a factor on the whole σ, default 1, see
+        ``LinearFitConfig.calibration_fraction``); empty without a committee
     """
 
     #: Model kind in files and in :mod:`minbasis.fit.registry`.
@@ -179,7 +184,8 @@ class LinearModel:
                                     f"with K >= 1, got {self.committee_weights.shape} and {self.committee_e0.shape}")
             if not (np.isfinite(self.committee_weights).all() and np.isfinite(self.committee_e0).all()):
                 raise MinbasisError("committee weights and E0 must be finite")
-            u = {"scale": 1.0, "noise_energy_per_atom": 0.0, "noise_forces": 0.0, "noise_stress_per_atom": 0.0}
+            u = {"scale": 1.0, "noise_energy_per_atom": 0.0, "noise_forces": 0.0, "noise_stress_per_atom": 0.0,
+                 "calibration": 1.0}
             u.update({k: float(v) for k, v in dict(self.uncertainty or {}).items()})
             if not all(np.isfinite(v) and v >= 0 for v in u.values()):
                 raise MinbasisError(f"uncertainty parameters must be finite and >= 0, got {u}")
