@@ -201,6 +201,9 @@ def test_calculator_results_have_std(synthetic):
     assert isinstance(r["energy_std"], float) and r["energy_std"] > 0
     assert atoms.calc.get_property("energy_std") == r["energy_std"]
     assert r["stress_std"].shape == (6,)
+    atoms.calc = model.calculator(committee=False)
+    np.testing.assert_allclose(atoms.get_forces(), f, rtol=0, atol=1e-12)
+    assert "forces_std" not in atoms.calc.results
 
 
 def test_within_sigma_and_stratified_holdout():

@@ -246,8 +246,13 @@ class LinearModel:
             acc.add(chunk, batch, E, Fo, W)
         return acc.result(self.uncertainty if with_committee else None)
 
-    def calculator(self, fidelity: str | None = None) -> "MinbasisCalculator":
+    def calculator(self, fidelity: str | None = None, committee: bool = True) -> "MinbasisCalculator":
         """An ASE calculator for this model.
+
+        With a committee and ``committee=True`` its ``results`` also hold ``energy_std`` and
+        ``forces_std`` (:class:`MinbasisCalculator`); ``committee=False`` leaves the committee out
+        (each member's forces cost about half a mean-model evaluation, see the README section
+        "Uncertainty").
 
         Raises
         ------
@@ -255,6 +260,11 @@ class LinearModel:
             A ``fidelity`` other than None or the model's own.
         """
         resolve_fidelity(self.fidelities, fidelity)
+        if not committee and self.committee_weights is not None:
+            import dataclasses
+
+            return MinbasisCalculator(dataclasses.replace(self, committee_weights=None, committee_e0=None,
+                                                          uncertainty={}))
         return MinbasisCalculator(self)
 
     # -- files -------------------------------------------------------------------------------

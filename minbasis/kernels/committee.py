@@ -131,19 +131,20 @@ def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v,
         ch = pair_ch[p0 + q]
         qe = _run_end(pair_ch, p0, q, npi)
         base = ch * nblock
+        nk = nlm * K
         for qq in range(q, qe):
-            for j in range(nlm * K):
+            for j in range(nk):
                 ck[j] = 0.0
                 dk[j] = 0.0
             for n in range(n_r):
+                # the (lm, k) block of radial function n is contiguous in dA: one long loop
                 r = R[n, qq]
                 rp = dR[n, qq]
-                for lm in range(nlm):
-                    ov = (base + n * nlm + lm) * K
-                    oc = lm * K
-                    for k in range(K):
-                        ck[oc + k] += dA[ov + k] * r
-                        dk[oc + k] += dA[ov + k] * rp
+                ov = (base + n * nlm) * K
+                for j in range(nk):
+                    a = dA[ov + j]
+                    ck[j] += a * r
+                    dk[j] += a * rp
             for j in range(4 * K):
                 wk[j] = 0.0
             for lm in range(nlm):
