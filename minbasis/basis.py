@@ -9,6 +9,7 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from .errors import MinbasisError
+from .invariants.ace import MAX_ORDER
 from .spec import BasisSpec
 
 __all__ = ["Basis"]
@@ -48,7 +49,7 @@ class Basis:
     def ace(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
             order: int, *, total_degree: float | None = None, l_weight: float = 1.0,
             radial_scale: float = 5.0) -> "Basis":
-        """Linearly independent ("full") ACE basis (design.md 3.2).
+        """Linearly independent ("full") ACE basis (docs/theory/ace.md).
 
         Parameters
         ----------
@@ -62,7 +63,8 @@ class Basis:
         l_max : int or list of int (one per order)
             Largest l allowed at each order (pacemaker's ``lmax_by_orders``).
         order : int
-            Correlation order ν, 1..4 (body order ν + 1).
+            Correlation order ν, 1..6 (body order ν + 1); for ν ≥ 5 keep the basis tractable with
+            ``total_degree`` or small per-order ``l_max``.
         total_degree : float, optional
             Keep only products with Σ_k (n_k + 1 + l_weight · l_k) ≤ total_degree.
         l_weight : float
@@ -74,14 +76,14 @@ class Basis:
         Raises
         ------
         ValueError
-            Unknown or repeated species, non-positive r_cut, order outside 1..4, per-order
+            Unknown or repeated species, non-positive r_cut, order outside 1..6, per-order
             lists of the wrong length.
         """
         from .invariants import enumerate_ace, per_order
 
         species = _check_species_r_cut(species, r_cut)
-        if not 1 <= int(order) <= 4:
-            raise MinbasisError(f"order (correlation order ν) must be 1..4, got {order}")
+        if not 1 <= int(order) <= MAX_ORDER:
+            raise MinbasisError(f"order (correlation order ν) must be 1..{MAX_ORDER}, got {order}")
         order = int(order)
         n_list = per_order(n_max, order, "n_max")
         l_list = per_order(l_max, order, "l_max")
@@ -98,7 +100,7 @@ class Basis:
     def cartesian(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
                   max_factors: int, *, symmetric: str = "stf", include_products: bool = False,
                   einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0) -> "Basis":
-        """Cartesian moment-tensor invariants (design.md 3.3): full contractions of
+        """Cartesian moment-tensor invariants (docs/theory/cartesian.md): full contractions of
         M_{z,n,l} = Σ_j R_n(r_ij) T_l(r̂_ij), one per non-isomorphic contraction multigraph.
 
         Sources: Shapeev, Multiscale Model. Simul. 14, 1153 (2016) (moment tensor potentials);
@@ -250,7 +252,7 @@ class Basis:
 
     def minimal(self, *, n_points: int = 3, seed: int = 0, tol: float = 1e-7,
                 order: str | Sequence[int] | None = None) -> "Basis":
-        """Functionally independent subset, by greedy Jacobian-rank pruning (design.md 3.4).
+        """Functionally independent subset, by greedy Jacobian-rank pruning (docs/theory/completeness.md).
 
         The result keeps the order of the full basis and records every decision (with its
         singular-value gap) in ``spec.pruning``. Cached on disk by (basis hash, n_points, seed,

@@ -1,4 +1,4 @@
-"""The ``minbasis`` command line (design.md 8).
+"""The ``minbasis`` command line (user guide: docs/guide/).
 
 Every subcommand has ``--help``. Errors end with exit code 2 and a single line
 ``minbasis: error: <reason>`` on standard error.
@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "minimal basis (`minbasis basis ... --minimal`).")
     p.add_argument("data", nargs="?", default=None,
                    help="training structures with labels (or give --data FILE:fidelity=... / --config)")
-    p.add_argument("--basis", default=None, help="basis JSON (required unless the --config names it)")
+    p.add_argument("--basis", default=None,
+                   help="basis JSON; leave out (or 'auto') to let fit choose the basis, the observable weights and "
+                        "a smoothness prior on a validation split inside the training data (linear model)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="automatic basis: wall-time budget of the selection and the final fit (default 15)")
+    p.add_argument("--r-cut", type=float, default=None, help="automatic basis: cutoff radius in Å (default 5)")
     p.add_argument("--data", dest="fidelity_data", action="append", default=None, metavar="FILE:fidelity=F:...",
                    help="multi-fidelity training data, repeatable: FILE:fidelity=NAME[:energy_key=K][:forces_key=K]"
                         "[:stress_key=K][:energy_weight=W][:forces_weight=W][:stress_weight=W]; labels not named "
@@ -316,7 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "them apart")
     p.add_argument("--seed", type=int, default=0, help="seed of the random neighbour environments")
     p.add_argument("-o", "--output", required=True, help="output HTML file; the JSON is written next to it")
+    quiet_help = ("no progress bars and no informational messages on standard output (results such as evaluate's "
+                  "table or JSON, compare's table, report's findings and errors still print). Without it, bars are "
+                  "drawn only when standard error is a terminal (MINBASIS_PROGRESS=1 forces them, =0 hides them)")
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    for sp in sub.choices.values():  # also after the subcommand; SUPPRESS keeps a top-level --quiet
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
     return parser
+
+
+_QUIET = False
+
+
+def _info(*args, **kwargs) -> None:
+    """print() for informational messages: silent under --quiet."""
+    if not _QUIET:
+        print(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,8 +409,10 @@ def _cmd_fit(args) -> int:
         from .fit.mf_cli import fit_multifidelity_cli
 
         return fit_multifidelity_cli(args)
-    if args.data is None or args.basis is None:
-        raise MinbasisError("fit needs DATA and --basis (or --data FILE:fidelity=... / --config for multi-fidelity)")
+    if args.data is None:
+        raise MinbasisError("fit needs DATA (or --data FILE:fidelity=... / --config for multi-fidelity)")
+    if args.basis in (None, "auto"):
+        return _fit_auto(args)
     basis = Basis.load(args.basis)
     frames = read_structures(args.data)
     e_key, f_key, s_key = _keys(args)
@@ -445,6 +467,7 @@ def _cmd_fit(args) -> int:
 def _print_fit_errors(model, fit_frames, val_frames, keys) -> None:
     """Print the training (and validation) error tables of a fitted model, per config_type."""
     from .fit import error_metrics, get_labels
+    from .fit.metrics import format_metrics_table
 
     def table(frames, committee):
         kw = {"committee": committee} if committee is not None else {}
@@ -458,6 +481,36 @@ def _print_fit_errors(model, fit_frames, val_frames, keys) -> None:
         m = table(val_frames, True if is_linear else None)
         print(f"\nvalidation errors ({len(val_frames)} structures, not used in the fit):")
         print(format_metrics_table(m))
+
+
+def _fit_auto(args) -> int:
+    """``minbasis fit DATA -o M`` without --basis: :func:`minbasis.fit.auto.fit_auto`."""
+    from .fit import read_structures
+    from .fit.auto import AutoFitConfig, fit_auto
+
+    if args.model != "linear":
+        raise MinbasisError(f"the automatic basis is for linear fits; --model {args.model} needs --basis")
+    if args.dask:
+        raise MinbasisError("--dask needs an explicit --basis (the automatic selection runs in one process)")
+    frames = read_structures(args.data)
+    e_key, f_key, s_key = _keys(args)
+    s_key = _resolve_stress(frames, s_key)
+    kw = {}
+    if args.budget_minutes is not None:
+        kw["budget_minutes"] = args.budget_minutes
+    if args.r_cut is not None:
+        kw["r_cut"] = args.r_cut
+    if args.validation_fraction is not None:
+        kw["validation_fraction"] = args.validation_fraction
+    if args.seed is not None:
+        kw["seed"] = args.seed
+    t0 = time.perf_counter()
+    model = fit_auto(frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=AutoFitConfig(**kw),
+                     progress=True, log=lambda msg: print(msg, flush=True))
+    model.save(args.output)
+    print(f"fitted {len(model.basis.species)}×{model.basis.n_features} coefficients on {len(frames)} structures in "
+          f"{time.perf_counter() - t0:.0f} s; wrote {args.output}")
+    return 0
 
 
 def _fit_mlp(args, basis, frames, keys, ctw, t0) -> int:
@@ -478,33 +531,9 @@ def _fit_mlp(args, basis, frames, keys, ctw, t0) -> int:
     return 0
 
 
-def format_metrics_table(metrics: dict) -> str:
-    """A plain-text table of :func:`~minbasis.fit.error_metrics` output (meV units for readability)."""
-    cols = [("n", "n_structures", 1, "d"), ("E MAE meV/at", "energy_mae_per_atom", 1e3, ".3f"),
-            ("E RMSE meV/at", "energy_rmse_per_atom", 1e3, ".3f"), ("F MAE meV/Å", "forces_mae", 1e3, ".2f"),
-            ("F RMSE meV/Å", "forces_rmse", 1e3, ".2f"), ("S MAE meV/Å³", "stress_mae", 1e3, ".4f"),
-            ("S RMSE meV/Å³", "stress_rmse", 1e3, ".4f")]
-    cols = [c for c in cols if c[1] in metrics]
-    rows = [("all", metrics)] + list(metrics.get("per_config_type", {}).items())
-    width = max(len(r[0]) for r in rows) + 2
-    lines = ["config_type".ljust(width) + "".join(c[0].rjust(15) for c in cols)]
-    for name, m in rows:
-        cells = []
-        for _, key, scale, fmt in cols:
-            v = m.get(key)
-            cells.append((format(v * scale if fmt != "d" else int(v), fmt) if v is not None else "–").rjust(15))
-        lines.append(name.ljust(width) + "".join(cells))
-    cal = metrics.get("calibration")
-    if cal:
-        parts = [f"{obs} {100 * cal[obs + '_within_1sigma']:.1f} % / {100 * cal[obs + '_within_2sigma']:.1f} %"
-                 for obs in ("energy", "forces", "stress") if obs + "_within_1sigma" in cal]
-        lines.append("calibration (errors within 1σ / 2σ; 68.3 % / 95.4 % if Gaussian and calibrated): "
-                     + ", ".join(parts))
-    return "\n".join(lines)
-
-
 def _cmd_evaluate(args) -> int:
     from .fit import error_metrics, get_labels, load_model, read_structures
+    from .fit.metrics import format_metrics_table
 
     model = load_model(args.model)
     frames = read_structures(args.data)
@@ -518,7 +547,7 @@ def _cmd_evaluate(args) -> int:
 
         parity_plot(frames, labels, pred, args.parity, title=f"{Path(args.model).name} on {Path(args.data).name}")
         if not args.json:
-            print(f"wrote {args.parity}")
+            _info(f"wrote {args.parity}")
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -559,9 +588,9 @@ def _cmd_compare(args) -> int:
                         mlp_activation=args.activation, mlp_l2=args.l2, mlp_max_iter=args.max_iter,
                         mlp_patience=args.patience,
                         keys={"energy_key": e_key, "forces_key": f_key, "stress_key": _resolve_stress(pool, s_key)})
-    print(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
+    _info(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
           flush=True)
-    results = compare_models(basis, pool, test, cfg, log=lambda line: print(line, flush=True))
+    results = compare_models(basis, pool, test, cfg, log=lambda line: _info(line, flush=True))
     results["meta"] = {"data": str(args.data), "test": args.test, "basis": str(args.basis),
                        "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d %H:%M")}
     print("\n" + format_comparison(results))
@@ -570,7 +599,7 @@ def _cmd_compare(args) -> int:
     png = plot_comparison(results, out.with_suffix(".png"),
                           f"Linear or nonlinear? {Path(args.data).name}, {len(pool)}-structure pool, {len(test)} held "
                           f"out; bars: min–max over folds")
-    print(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
+    _info(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -590,7 +619,7 @@ def _cmd_report(args) -> int:
     html_path, json_path = write_report(rep, args.output)
     for line in rep["findings"]:
         print(f"- {line}")
-    print(f"wrote {html_path} and {json_path} in {time.perf_counter() - t0:.1f} s")
+    _info(f"wrote {html_path} and {json_path} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -606,7 +635,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    global _QUIET
+    from . import progress as _progress
+
+    quiet = bool(getattr(args, "quiet", False))
+    was_quiet, was_progress_quiet = _QUIET, _progress._QUIET
     try:
+        _QUIET = quiet
+        if quiet:
+            _progress.set_quiet(True)
+        if quiet and args.command in ("basis", "describe", "fit"):  # their standard output is informational only
+            import contextlib
+            import os
+
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except (MinbasisError, OSError) as exc:
         msg = " ".join(str(exc).split())
@@ -615,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minbasis: error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _QUIET = was_quiet
+        _progress.set_quiet(was_progress_quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,6 @@ job resumes). :func:`iter_shards` and :func:`load_shards` read them back.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -39,60 +38,12 @@ from typing import Iterator
 import numpy as np
 
 from .errors import FileFormatError, MinbasisError
+# the Dask connection helpers live in .parallel (fit.distributed needs them, and this module needs fit)
+from .parallel import _require_distributed, dask_client  # noqa: F401 (re-exported)
 
 __all__ = ["dask_client", "describe_shards", "iter_shards", "load_shards", "SHARD_FORMAT"]
 
 SHARD_FORMAT = "minbasis-descriptor-shards"
-
-
-def _require_distributed():
-    try:
-        import distributed
-    except ImportError:
-        raise MinbasisError("--dask needs the optional dependency 'distributed': pip install 'minbasis[dask]'") from None
-    return distributed
-
-
-@contextlib.contextmanager
-def dask_client(spec):
-    """Context manager yielding a ``distributed.Client`` for a cluster specification (module docstring).
-
-    Raises
-    ------
-    MinbasisError
-        Missing ``distributed`` package, a malformed specification, or a scheduler that cannot be reached.
-    """
-    distributed = _require_distributed()
-    if isinstance(spec, distributed.Client):
-        yield spec
-        return
-    text = str(spec)
-    if text.startswith("local:"):
-        try:
-            n = int(text.split(":", 1)[1])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise MinbasisError(f"--dask local:N needs a worker count N >= 1, got {text!r}")
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = distributed.Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
-        return
-    if "://" in text:
-        try:
-            client = distributed.Client(text, timeout=30)
-        except (OSError, TimeoutError) as exc:
-            raise MinbasisError(f"cannot reach the Dask scheduler at {text}: {exc}") from exc
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    raise MinbasisError(f"unknown Dask cluster {text!r}: use local:N or tcp://HOST:PORT")
 
 
 def _write_npz_atomic(path: Path, arrays: dict) -> None:
@@ -193,9 +144,10 @@ def describe_shards(data: str | os.PathLike, basis, out_dir: str | os.PathLike, 
             todo.append((k, a, b, str(path)))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(bounds), initial=len(done), desc="describe shards", unit="shard", leave=False)
+        bar = progress_bar(total=len(bounds), desc="describe shards", unit="shard")
+        bar.update(len(done))
     try:
         if dask is None:
             for k, a, b, path in todo:

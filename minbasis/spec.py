@@ -22,7 +22,7 @@ Layout of the JSON object (format version :data:`minbasis._version.BASIS_FORMAT_
     }
 
 An invariant is B = Σ_terms coef · Π_k A[z_k, n_k, l_k, μ_k] where A are the density
-moments (design.md 3.2) and μ = m + l indexes the real spherical harmonics.
+moments (docs/theory/ace.md) and μ = m + l indexes the real spherical harmonics.
 
 General form (format version 2): an invariant may give ``"monomials": [[coef, [[z, n, l, μ],
 ...]], ...]`` instead of ``"terms"``, for polynomials whose monomials are products of different

@@ -1,4 +1,4 @@
-"""Fits on minbasis descriptors (design.md 4): linear ACE potentials, linear models on
+"""Fits on minbasis descriptors (docs/theory/fitting.md): linear ACE potentials, linear models on
 polynomial features, and per-species shallow neural networks (Behler–Parrinello form)."""
 
 from .data import Labels, get_labels, read_structures

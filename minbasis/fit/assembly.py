@@ -298,17 +298,17 @@ class LinearSystem:
 class NormalEquations:
     """Streaming accumulator of the normal-equation pieces of one data set / fidelity.
 
+    Use :meth:`add` per batch of :class:`WeightedRows`, :meth:`merge` to combine accumulators of
+    disjoint shards, then :meth:`system` (the E0-eliminated :class:`LinearSystem`) and
+    :meth:`e0` (E0 for a coefficient vector). Memory: O(P² + C·P) in Gram form, at most
+    ``max_rows`` · P in row form.
+
     Parameters
     ----------
     P : int, number of coefficient columns
     C : int, number of E0 columns (species; 0 when E0 is given)
     max_rows : int or None, rows kept as rows (for the n < P route) before switching to the
         Gram form; default P
-
-    Use :meth:`add` per batch of :class:`WeightedRows`, :meth:`merge` to combine accumulators of
-    disjoint shards, then :meth:`system` (the E0-eliminated :class:`LinearSystem`) and
-    :meth:`e0` (E0 for a coefficient vector). Memory: O(P² + C·P) in Gram form, at most
-    ``max_rows`` · P in row form.
     """
 
     def __init__(self, P: int, C: int, max_rows: int | None = None):
@@ -455,6 +455,40 @@ class NormalEquations:
         self.CtC += o.CtC
         return self
 
+    def scaled(self, w: float) -> "NormalEquations":
+        """A copy whose rows are all multiplied by ``w`` (an observable weight), without recomputing them."""
+        w = float(w)
+        out = self.copy()
+        if not out.is_gram:
+            out._rows = [WeightedRows(AE=w * r.AE, yE=w * r.yE, CE=w * r.CE, AO=w * r.AO, yO=w * r.yO, n_rows=r.n_rows)
+                         for r in out._rows]
+            return out
+        w2 = w * w
+        for name in ("G", "b", "CtA", "Cty", "CtC"):
+            setattr(out, name, getattr(out, name) * w2)
+        out.yy *= w2
+        return out
+
+    @staticmethod
+    def combine(parts: Sequence[tuple[float, "NormalEquations"]]) -> "NormalEquations":
+        """Σ_k w_k · (accumulator k): the normal equations of the union of rows, each part's rows
+        multiplied by its weight w_k (parts with w = 0 are left out). Parts with energy rows come
+        first so that their shift is kept.
+
+        Raises
+        ------
+        LabelError
+            Every part weighted 0 or empty.
+        """
+        use = [(w, e) for w, e in parts if w > 0 and e.total_rows > 0]
+        if not use:
+            raise LabelError("nothing to fit: every observable has weight 0 or no rows")
+        use.sort(key=lambda we: -we[1].n_rows.get("energy", 0))
+        out = use[0][1].scaled(use[0][0])
+        for w, e in use[1:]:
+            out.merge(e.scaled(w))
+        return out
+
     def copy(self) -> "NormalEquations":
         """A deep copy."""
         out = NormalEquations(self.P, self.C, self.max_rows)
@@ -587,9 +621,9 @@ def accumulate_entries(basis: Basis, atoms_list: Sequence[Atoms], entries: Seque
     need_grad = any(e.uses()["forces"] for e in entries) or with_v or any(e.extra is not None for e in entries)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=M, desc=progress, unit="structure", leave=False)
+        bar = progress_bar(total=M, desc=progress, unit="structure")
     try:
         # fixed shards (independent of workers and batches): each is accumulated on its own and
         # folded left into the result, exactly as the Dask path does, so both give the same sums

@@ -17,7 +17,7 @@ polynomial features of B) differ only in ε. Everything else lives here:
 
 The versioned, hashed model files of every model kind are in :mod:`minbasis.fit.fileio`.
 
-Sign conventions follow design.md 3.5: F = −∂E/∂r; stress σ = (1/V) ∂E/∂ε (eV/Å³, Voigt
+Sign conventions follow docs/theory/conventions.md: F = −∂E/∂r; stress σ = (1/V) ∂E/∂ε (eV/Å³, Voigt
 order xx, yy, zz, yz, xz, xy), ∂B_i/∂ε_ab = Σ_j (r_ij)_a ∂B_i/∂(r_ij)_b.
 """
 
@@ -81,7 +81,7 @@ def _adjoint_kernel(samples, J, r, out):  # pragma: no cover - compiled
 def forces_from_gradients(samples: np.ndarray, J: np.ndarray, g: np.ndarray, n_atoms: int) -> np.ndarray:
     """Forces of E = Σ_i E_i(B_i) from per-atom energy gradients, by the chain rule.
 
-    F_k = −Σ_{samples (i, k)} J[(i,k)] · g_i (design.md 3.5).
+    F_k = −Σ_{samples (i, k)} J[(i,k)] · g_i (docs/theory/conventions.md).
 
     Parameters
     ----------
@@ -172,7 +172,7 @@ def fit_standardiser(X: np.ndarray, ch: np.ndarray, n_channels: int) -> tuple[np
 
 def fit_e0(atoms_list: Sequence[Atoms], ch: np.ndarray, energy: np.ndarray | None, n_channels: int,
            given: dict | None = None, species: Sequence[str] = ()) -> np.ndarray:
-    """Reference energies E0 per species, eV (design.md 4).
+    """Reference energies E0 per species, eV (docs/theory/fitting.md).
 
     Given isolated-atom energies are used as they are; otherwise E0 is the minimum-norm least-
     squares solution of Σ_s n_{m,s} E0_s ≈ E_m over the training structures (as the linear fit
@@ -303,9 +303,9 @@ class DescriptorSet:
         cached = 0.0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            bar = tqdm(total=self.n_structures, desc="descriptor gradients", unit="structure", leave=False)
+            bar = progress_bar(total=self.n_structures, desc="descriptor gradients", unit="structure")
         try:
             for c, (a, b) in enumerate(self._bounds):
                 chunk = self._compute(a, b)
@@ -354,7 +354,7 @@ def predict_atomic(basis: Basis, atoms_or_list: Atoms | Sequence[Atoms],
     Two passes per batch: (1) features B (no gradients) and ``energy_and_gradient(B, ch)`` →
     (E_i (N,) eV, ∂E_i/∂B_i (N, F) eV per feature unit); (2) the linear-model kernel with one
     weight row per atom back-propagates ∂E_i/∂B_i through the moments to pair gradients, then
-    forces and virial (design.md 3.5) — no (pairs × 3 × F) Jacobian is stored.
+    forces and virial (docs/theory/conventions.md) — no (pairs × 3 × F) Jacobian is stored.
 
     Returns
     -------

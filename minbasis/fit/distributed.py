@@ -21,7 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from ..basis import Basis
-from ..cluster import dask_client
+from ..parallel import dask_client
 from .assembly import NormalEquations, RowWeights, accumulate, shard_bounds
 from .data import Labels, get_labels
 

@@ -1,4 +1,4 @@
-"""Fidelity-aware training sets (design.md 4, "Multi-fidelity").
+"""Fidelity-aware training sets (docs/theory/fitting.md#multi-fidelity).
 
 A multi-fidelity training set is a list of :class:`FidelityData`: structures, the name of the
 level of theory ("fidelity") their labels come from, which labels are present (energy, forces,

@@ -1,4 +1,4 @@
-"""Shallow neural-network potentials on minbasis descriptors (design.md 4, "Shallow NN").
+"""Shallow neural-network potentials on minbasis descriptors (docs/theory/fitting.md#shallow-neural-networks).
 
 Model (Behler and Parrinello, Phys. Rev. Lett. 98, 146401, 2007: one network per chemical
 species, atomic energies summed)::
@@ -6,7 +6,7 @@ species, atomic energies summed)::
     E = Σ_i [ E0(Z_i) + s · NN_{Z_i}(x_i) ],   x_i = (B_i − μ_{Z_i}) / σ_{Z_i}
 
 B_i are the features of any :class:`~minbasis.Basis` (typically the minimal, functionally
-independent basis, design.md 3.4), standardised per species with the training mean μ and
+independent basis, docs/theory/completeness.md), standardised per species with the training mean μ and
 standard deviation σ; NN_Z is a multilayer perceptron with one or two hidden layers (tanh or
 SiLU) and a linear output; s (eV) is a fixed output unit (the RMS force component of the
 training labels times 1 Å, or the spread of per-atom energies when there are no forces).

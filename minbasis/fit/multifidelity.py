@@ -1,6 +1,6 @@
 """Multi-fidelity linear ACE fits: Δ-coupling, uncoupled control, PIWSL rows, prior-mean meta-learning.
 
-Model (one linear ACE potential per fidelity f, design.md 4 "Linear" and "Multi-fidelity")::
+Model (one linear ACE potential per fidelity f, docs/theory/fitting.md#multi-fidelity)::
 
     E_f = Σ_i [ E0_f(Z_i) + c_{f,Z_i} · B_i ],      c_f = c_ref + d_f
 
@@ -46,7 +46,7 @@ linear-in-coefficients model whose forces are the exact gradient, the Taylor res
 second-order term ½ δᵀHδ, so the rows act as a curvature (smoothness) prior learnt from no labels.
 
 **Meta-learning, linear** (Allen et al., npj Comput. Mater. 10, 154 (2024), arXiv 2307.04012;
-the LAMeL prior-mean form of design.md 4): :func:`fit_linear_prior` fits every cheaper level on
+the LAMeL prior-mean form, docs/theory/fitting.md#meta-learning): :func:`fit_linear_prior` fits every cheaper level on
 its own, takes the mean coefficient vector as the prior mean c_prior, and fits the target level
 by c = argmin |A c − y|² + λ |c − c_prior|² with λ chosen by evidence.
 """
@@ -819,7 +819,7 @@ def fit_linear_mf(basis: Basis, data: Sequence[FidelityData], *, coupling: str =
 
 def fit_linear_prior(basis: Basis, data: Sequence[FidelityData], target: str, *, progress: bool = False,
                      blocks: Sequence[FidelityBlock] | None = None) -> MultiFidelityModel:
-    """Meta-learned prior mean for linear models (design.md 4; Allen et al. 2024, LAMeL).
+    """Meta-learned prior mean for linear models (docs/theory/fitting.md#meta-learning; Allen et al. 2024, LAMeL).
 
     Every fidelity other than ``target`` is fitted on its own (evidence-optimal ridge); the mean
     of those coefficient vectors is the prior mean c_prior; the target is then fitted by

@@ -1,4 +1,4 @@
-"""Linear fits on polynomial features of a basis (design.md 3.4 last bullet, 4 "Linear or nonlinear?";
+"""Linear fits on polynomial features of a basis (docs/theory/completeness.md, docs/theory/fitting.md;
 the comparison of linear and nonlinear models on one descriptor follows Allen and Tkatchenko,
 arXiv 2211.11680).
 

@@ -33,7 +33,7 @@ from ..errors import MinbasisError
 from .assembly import LinearSystem
 
 __all__ = ["Spectrum", "spectrum", "Posterior", "SolveResult", "Ridge", "BayesianRidge", "ARD", "make_solver",
-           "solve_system", "SOLVERS"]
+           "solve_system", "smoothness_weights", "SOLVERS"]
 
 SOLVERS = ("bayesian", "ridge", "ard")
 
@@ -330,7 +330,17 @@ def column_scale(system: LinearSystem) -> tuple[np.ndarray, np.ndarray]:
     return scale, active
 
 
-def solve_system(system: LinearSystem, solver) -> SolveResult:
+def smoothness_weights(degrees: np.ndarray, power: float) -> np.ndarray:
+    """Relative prior precisions (1 + d_k)^p of basis functions of total degree d_k (a smoothness prior).
+
+    An algebraic smoothness prior in the spirit of ACEpotentials (Witt et al., J. Chem. Phys.
+    159, 164101, 2023): coefficients of high-degree (rough) basis functions are damped more.
+    p = 0 is the isotropic prior.
+    """
+    return (1.0 + np.asarray(degrees, dtype=float)) ** float(power)
+
+
+def solve_system(system: LinearSystem, solver, prior_weights: np.ndarray | None = None) -> SolveResult:
     """Scale columns to unit RMS, drop all-zero columns, solve, and map back.
 
     Parameters
@@ -338,6 +348,9 @@ def solve_system(system: LinearSystem, solver) -> SolveResult:
     system : LinearSystem (P columns)
     solver : an object with ``solve(LinearSystem) -> SolveResult`` (:class:`Ridge`,
         :class:`BayesianRidge`, :class:`ARD`), or a solver name
+    prior_weights : optional (P,) relative prior precisions d_k > 0 (e.g.
+        :func:`smoothness_weights`): the prior (or ridge) on the unit-RMS coefficient k is
+        λ d_k instead of λ (implemented as a further column scaling by 1/√d_k)
 
     Returns
     -------
@@ -352,6 +365,11 @@ def solve_system(system: LinearSystem, solver) -> SolveResult:
     if isinstance(solver, str):
         solver = make_solver(solver)
     scale, active = column_scale(system)
+    if prior_weights is not None:
+        d = np.asarray(prior_weights, dtype=float)
+        if d.shape != (system.P,) or not (np.isfinite(d).all() and (d > 0).all()):
+            raise MinbasisError(f"prior_weights must be {system.P} finite positive numbers")
+        scale = scale * np.sqrt(d)
     res = solver.solve(system.restrict(active, scale))
     coef = np.zeros(system.P)
     coef[active] = res.coef / scale[active]

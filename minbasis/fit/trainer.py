@@ -201,9 +201,9 @@ def train(loss: Callable, theta0: np.ndarray, *, max_iter: int, validate_every: 
     state = {"it": 0}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=max_iter, desc=progress, unit="it", leave=False)
+        bar = progress_bar(total=max_iter, desc=progress, unit="it")
 
     def check(th: np.ndarray, train_loss: float) -> bool:
         """Record a validation point; True when training should stop."""

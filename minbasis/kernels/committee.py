@@ -239,7 +239,7 @@ def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: 
     wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])
     dw = np.ascontiguousarray(np.transpose(dweights, (1, 2, 0))).reshape(weights.shape[0], -1)  # (C, F·K)
     ace_linear_committee(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels,
-                         plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx,
+                         plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx,
                          plan.o_ptr, plan.t_pack, plan.t_coef, plan.t_feat, plan.t_slot, plan.slot_v, plan.cf_ptr, wt,
                          e0, dw, n_chunks_for(N), E, G, Ed, Gd)
     forces = np.zeros((N, 3))
