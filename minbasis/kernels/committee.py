@@ -39,7 +39,7 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     ----------
     t_coef, t_feat, t_slot, slot_v, cf_ptr : plan arrays (features and their sparse ∂B/∂A slots)
     wt : (n_channels, T) mean weights folded into the terms (as ``ace_linear``)
-    dw : (n_channels, n_features · K) deviation weights, member index innermost
+    dw : (n_channels, n_features, K) deviation weights, member index innermost, K a multiple of BLOCK
 
     Outputs (overwritten)
     -------
@@ -49,7 +49,7 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     """
     N = centre_ptr.shape[0] - 1
     K = Ed.shape[1]
-    nf = dw.shape[1] // K
+    nf = dw.shape[1]
     nlm = (l_max + 1) * (l_max + 1)
     nblock = n_r * nlm
     n_mom = n_channels * nblock
@@ -68,7 +68,8 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
         dl = np.empty((nlm, mq))
         X = np.empty((1, nf))
         Gs = np.empty(n_slots)
-        dA = np.empty(n_mom * K)
+        dA2 = np.empty((n_mom, K))
+        dA = dA2.reshape(n_mom * K)
         ck = np.empty(nlm * K)
         dk = np.empty(nlm * K)
         wk = np.empty(4 * K)
@@ -94,38 +95,39 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
                 Gs[s] = 0.0
             _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
             _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, X[0], Gs, dw[s_i], K, U, R, dR,
-                              Y, dY, dA, ck, dk, wk, Ed, Gd)
+                              Y, dY, dA2, dA, ck, dk, wk, Ed, Gd)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, K, U, R, dR, Y, dY, dA,
-                      ck, dk, wk, Ed, Gd):  # pragma: no cover
-    """Committee part of centre i: Ed[i, k] = Σ_f dws[f·K + k] x[f], ∂E_k/∂A (dA[v·K + k]) from
-    the slots Gs of ∂B/∂A, and the pair gradients Gd[p0 + q, :, k] of the K members.
+def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, K, U, R, dR, Y, dY, dA2,
+                      dA, ck, dk, wk, Ed, Gd):  # pragma: no cover
+    """Committee part of centre i: Ed[i, k] = Σ_f dws[f, k] x[f], ∂E_k/∂A_v (dA2[v, k], the same
+    memory as the flat dA[v·K + k]) from the slots Gs of ∂B/∂A, and the pair gradients
+    Gd[p0 + q, :, k] of the K members.
 
-    ``dws`` (n_features·K,) holds the deviation weights of the centre's species, member index
-    innermost; the work arrays are flat (dA (n_mom·K,), ck and dk (≥ npi·nlm·K,), wk (4·K,))
-    so that every loop over k is a unit-stride loop that the compiler vectorises."""
+    ``dws`` (n_features, K) holds the deviation weights of the centre's species; K is a multiple
+    of :data:`BLOCK`, and the loops over members run in blocks of BLOCK of constant length
+    (one vector instruction each); the pair work arrays are flat (ck and dk (nlm·K,), wk (4·K,))."""
     nf = x.shape[0]
     nblock = n_r * nlm
     for k in range(K):
         Ed[i, k] = 0.0
     for f in range(nf):
         b = x[f]
-        o = f * K
-        for k in range(K):
-            Ed[i, k] += b * dws[o + k]
+        for kc in range(0, K, BLOCK):
+            for u in range(BLOCK):
+                Ed[i, kc + u] += b * dws[f, kc + u]
     for j in range(dA.shape[0]):
         dA[j] = 0.0
     for ch in range(n_channels):
         row = ch * nf
         for f in range(nf):
-            o = f * K
             for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
                 g = Gs[s]
-                ov = slot_v[s] * K
-                for k in range(K):
-                    dA[ov + k] += g * dws[o + k]
+                v = slot_v[s]
+                for kc in range(0, K, BLOCK):
+                    for u in range(BLOCK):
+                        dA2[v, kc + u] += g * dws[f, kc + u]
     q = 0
     while q < npi:
         ch = pair_ch[p0 + q]
@@ -195,6 +197,10 @@ def _scatter_committee(pair_i, pair_j, pair_vec, pair_struct, Gd, forces, virial
                     vab[k] -= ra * gb[k]
 
 
+#: Members per block of the committee loops (one AVX-512 vector of float64); K is padded to a multiple.
+BLOCK = 8
+
+
 def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: np.ndarray, e0: np.ndarray,
                                    dweights: np.ndarray, de0: np.ndarray
                                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -232,16 +238,19 @@ def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: 
     if de0.shape != (K, weights.shape[0]):
         raise ValueError(f"de0 must have shape ({K}, {weights.shape[0]}), got {de0.shape}")
     N, P, M = batch.n_atoms, len(batch.pair_i), batch.n_structures
+    Kp = -(-K // BLOCK) * BLOCK  # members padded with zero deviations to whole blocks
     E = np.zeros(N)
     G = np.zeros((P, 3))
-    Ed = np.zeros((N, K))
-    Gd = np.zeros((P, 3, K))
+    Ed = np.zeros((N, Kp))
+    Gd = np.zeros((P, 3, Kp))
     wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])
-    dw = np.ascontiguousarray(np.transpose(dweights, (1, 2, 0))).reshape(weights.shape[0], -1)  # (C, F·K)
+    dw = np.zeros((weights.shape[0], weights.shape[1], Kp))  # (C, F, Kp), member index innermost
+    dw[:, :, :K] = np.transpose(dweights, (1, 2, 0))
     ace_linear_committee(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels,
                          plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx,
                          plan.o_ptr, plan.t_pack, plan.t_coef, plan.t_feat, plan.t_slot, plan.slot_v, plan.cf_ptr, wt,
                          e0, dw, n_chunks_for(N), E, G, Ed, Gd)
+    Ed, Gd = Ed[:, :K], np.ascontiguousarray(Gd[:, :, :K])
     forces = np.zeros((N, 3))
     virial = np.zeros((M, 3, 3))
     scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
