@@ -213,7 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"mlp, mlp-mf: weight decay on the weight matrices ({both('l2')})")
     p.add_argument("--validation-fraction", type=float, default=None,
                    help=f"mlp, mlp-mf: fraction of the structures held out for early stopping; 0 disables "
-                        f"({both('validation_fraction')})")
+                        f"({both('validation_fraction')}); linear, poly: fraction held out (seeded, stratified "
+                        f"by config_type) for the validation errors printed at the end only; the model is "
+                        f"fitted on the rest (default 0: none)")
+    p.add_argument("--committee", type=int, default=lin["committee"], metavar="K",
+                   help="linear: committee of K coefficient vectors drawn from the Bayesian posterior, stored "
+                        "with the model for energy_std/forces_std (default 32 with --solver bayesian; 0 "
+                        "disables)")
+    p.add_argument("--calibrate", type=float, default=lin["calibration_fraction"], metavar="F",
+                   help="linear with committee: choose a factor on the predicted std on a held-out fraction F of "
+                        "the training frames (stratified by config_type), so that 68.3 %% of its force errors "
+                        "lie within 1σ; the final model is fitted on all frames (default 0: the posterior and "
+                        "the training residuals as they are)")
     p.add_argument("--patience", type=int, default=None,
                    help=f"mlp, mlp-mf: validation checks (every {mlp['validate_every']} iterations) without "
                         f"improvement before stopping ({both('patience')})")
@@ -268,13 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print energy, force and stress MAE/RMSE overall and per config_type; with "
                                    "--json print one JSON object (n_structures, energy_mae, energy_rmse [eV per "
                                    "structure], energy_mae_per_atom [eV/atom], forces_mae, forces_rmse [eV/Å], "
-                                   "stress_mae, stress_rmse [eV/Å³], per_config_type).")
+                                   "stress_mae, stress_rmse [eV/Å³], per_config_type). For a model with a "
+                                   "committee (linear, Bayesian solver) the JSON also has calibration: the "
+                                   "fractions of errors within 1σ and 2σ of the predicted std "
+                                   "(forces_within_1sigma, forces_within_2sigma, energy_within_1sigma, "
+                                   "energy_within_2sigma; 0.68 and 0.95 when calibrated).")
     p.add_argument("model", help="model .npz written by `minbasis fit`")
     p.add_argument("data", help="labelled structures")
     _add_label_keys(p)
     p.add_argument("--fidelity", default=None,
                    help="multi-fidelity models: the level of theory to predict (e.g. high); an unknown one is an error")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--parity", default=None, metavar="PLOT.png",
+                   help="also write a parity plot (predicted vs reference energy per atom and force components, "
+                        "coloured by config_type, PNG)")
 
     p = sub.add_parser("demo", help="end-to-end example on bundled ethanol MP2 data",
                        description="Build an ACE basis for H, C, O, prune it to its minimal functionally independent "
@@ -436,40 +454,75 @@ def _cmd_fit(args) -> int:
             ctw = {str(k): float(v) for k, v in json.loads(args.config_type_weights).items()}
         except (ValueError, AttributeError) as exc:
             raise MinbasisError(f"--config-type-weights must be a JSON object of numbers ({exc})") from exc
+    committee = args.committee
+    if committee is None and args.solver != "bayesian":
+        committee = 0
     cfg = LinearFitConfig(energy_weight=args.energy_weight, forces_weight=args.forces_weight,
                           stress_weight=args.stress_weight, config_type_weights=ctw, solver=args.solver,
-                          alpha=args.alpha)
+                          alpha=args.alpha, committee=committee, calibration_fraction=args.calibrate)
     t0 = time.perf_counter()
     if args.dask and args.model != "linear":
         raise MinbasisError(f"--dask distributes linear fits only; --model {args.model} runs in one process")
     if args.model == "mlp":
         return _fit_mlp(args, basis, frames, (e_key, f_key, s_key), ctw, t0)
+    from .fit.metrics import stratified_holdout
+
+    vf = float(args.validation_fraction or 0.0)
+    config_types = [str(a.info.get("config_type", "default")) for a in frames]
+    val_idx, fit_idx = stratified_holdout(config_types, vf, 0 if args.seed is None else args.seed)
+    fit_frames = [frames[i] for i in fit_idx]
+    val_frames = [frames[i] for i in val_idx]
+    if args.dask and len(val_idx):
+        raise MinbasisError("--validation-fraction with --dask: split the file yourself (workers read it whole)")
     if args.model == "poly":
         from .fit import fit_polynomial
 
-        model = fit_polynomial(basis, frames, degree=args.degree, n_product_inputs=args.poly_inputs, energy_key=e_key,
-                               forces_key=f_key, stress_key=s_key, config=cfg, progress=True)
+        model = fit_polynomial(basis, fit_frames, degree=args.degree, n_product_inputs=args.poly_inputs,
+                               energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True)
         model.save(args.output)
         print(f"fitted {len(basis.species)}×{model.n_features} coefficients (degree-{args.degree} polynomial features "
-              f"of {basis.n_features}) on {len(frames)} structures ({model.info['n_rows']} rows, solver "
+              f"of {basis.n_features}) on {len(fit_frames)} structures ({model.info['n_rows']} rows, solver "
               f"{model.info['solver']}) in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
-        return 0
-    use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
-    if use_core and not getattr(args, "dask", False):
-        from .fit.core import fit_linear_with_core
-
-        model = fit_linear_with_core(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg,
-                                     progress=True)
-        r_in = model.repulsion.r_in
-        _info(f"repulsive ZBL core: r_in {r_in.min():.2f}–{r_in.max():.2f} Å (--repulsion none to leave it out)")
     else:
-        model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True,
-                           dask=args.dask, source_file=args.data if args.dask else None)
-    model.save(args.output)
-    print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(frames)} structures "
-          f"({model.info['n_rows']} rows, solver {model.info['solver']}) in {time.perf_counter() - t0:.1f} s; "
-          f"wrote {args.output}")
+        use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
+        if use_core and args.dask:
+            _info("--dask: the repulsive core is left out (fit without --dask to add it)")
+        if use_core and not args.dask:
+            from .fit.core import fit_linear_with_core
+
+            model = fit_linear_with_core(basis, fit_frames, energy_key=e_key, forces_key=f_key, stress_key=s_key,
+                                         config=cfg, progress=True)
+            r_in = model.repulsion.r_in
+            _info(f"repulsive ZBL core: r_in {r_in.min():.2f}–{r_in.max():.2f} Å (--repulsion none to leave it out)")
+        else:
+            model = fit_linear(basis, fit_frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg,
+                               progress=True, dask=args.dask, source_file=args.data if args.dask else None)
+        model.save(args.output)
+        print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(fit_frames)} structures "
+              f"({model.info['n_rows']} rows, solver {model.info['solver']}"
+              f"{', committee of ' + str(model.committee_size) if model.committee_size else ''}) in "
+              f"{time.perf_counter() - t0:.1f} s; wrote {args.output}")
+    _print_fit_errors(model, fit_frames, val_frames, (e_key, f_key, s_key))
     return 0
+
+
+def _print_fit_errors(model, fit_frames, val_frames, keys) -> None:
+    """Print the training (and validation) error tables of a fitted model, per config_type."""
+    from .fit import error_metrics, get_labels
+    from .fit.metrics import format_metrics_table
+
+    def table(frames, committee):
+        kw = {"committee": committee} if committee is not None else {}
+        pred = model.predict(frames, progress=True, **kw)
+        return error_metrics(frames, get_labels(frames, *keys), pred)
+
+    is_linear = hasattr(model, "committee_size")
+    print(f"\ntraining errors ({len(fit_frames)} structures):")
+    print(format_metrics_table(table(fit_frames, False if is_linear else None)))
+    if val_frames:
+        m = table(val_frames, True if is_linear else None)
+        print(f"\nvalidation errors ({len(val_frames)} structures, not used in the fit):")
+        print(format_metrics_table(m))
 
 
 def _fit_auto(args) -> int:
@@ -532,6 +585,7 @@ def _fit_mlp(args, basis, frames, keys, ctw, t0) -> int:
           f"({model.n_parameters} parameters) on {info['n_train']} structures, validated on {info['n_validation']} "
           f"(best iteration {info['best_iteration']} of {info['n_iter']}) in {time.perf_counter() - t0:.1f} s; "
           f"wrote {args.output}")
+    _print_fit_errors(model, frames, [], keys)
     return 0
 
 
@@ -544,7 +598,14 @@ def _cmd_evaluate(args) -> int:
     e_key, f_key, s_key = _keys(args)
     s_key = _resolve_stress(frames, s_key)
     labels = get_labels(frames, e_key, f_key, s_key)
-    metrics = error_metrics(frames, labels, model.predict(frames, fidelity=args.fidelity, progress=not args.json))
+    pred = model.predict(frames, fidelity=args.fidelity, progress=not args.json)
+    metrics = error_metrics(frames, labels, pred)
+    if args.parity:
+        from .fit.metrics import parity_plot
+
+        parity_plot(frames, labels, pred, args.parity, title=f"{Path(args.model).name} on {Path(args.data).name}")
+        if not args.json:
+            _info(f"wrote {args.parity}")
     if args.json:
         print(json.dumps(metrics))
     else:

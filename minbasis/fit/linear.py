@@ -33,7 +33,11 @@ from .assembly import NormalEquations, RowWeights, accumulate, LinearSystem
 from .data import Labels, get_labels
 from .solvers import SOLVERS, BayesianRidge, make_solver, solve_system
 
-__all__ = ["LinearFitConfig", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear"]
+#: Noise terms of the committee's predictive std (LinearFitConfig.uncertainty_noise).
+NOISE_MODELS = ("residuals", "evidence", "none")
+
+__all__ = ["LinearFitConfig", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear",
+           "committee_from_posterior", "residual_noise", "calibration_factor", "NOISE_MODELS"]
 
 
 @dataclass
@@ -52,6 +56,26 @@ class LinearFitConfig:
         Ridge strength for ``solver="ridge"`` (on unit-RMS columns).
     e0 : dict str → float or None
         Isolated-atom energies in eV; None fits E0 by least squares.
+    committee : int or None
+        Committee members drawn from the posterior of the Bayesian solver (stored with the model
+        for uncertainties, :mod:`minbasis.fit.model`); 0 disables; None means 32 with the
+        Bayesian solver (other solvers have no posterior: no committee).
+    committee_seed : int
+        Seed of the posterior draws.
+    uncertainty_scale : float
+        Calibration scale s of the committee spread (σ² = s² · committee variance + noise²);
+        1 uses the posterior as it is.
+    uncertainty_noise : str
+        Noise term of the predictive std: ``"residuals"`` (default) the RMS training residual of
+        each observable (energy per atom, force components, virial per atom) of the mean model;
+        ``"evidence"`` 1/√α of the evidence maximisation divided by each observable's row weight
+        (one noise level for all weighted rows); ``"none"`` the committee spread alone.
+    calibration_fraction : float in [0, 1)
+        0 (default): no recalibration. Otherwise a seeded, per-config_type stratified fraction
+        of the training frames is held out, a model is fitted on the rest, and the factor t on
+        the whole predictive std is chosen so that 68.3 % of the held-out force errors (energy
+        errors without forces) lie within t·σ; the final model is fitted on all frames and
+        stores t (``uncertainty["calibration"]``). Doubles the fitting time.
     """
 
     energy_weight: float = 30.0
@@ -61,6 +85,11 @@ class LinearFitConfig:
     solver: str = "bayesian"
     alpha: float = 1e-8
     e0: dict | None = None
+    committee: int | None = None
+    committee_seed: int = 0
+    uncertainty_scale: float = 1.0
+    uncertainty_noise: str = "residuals"
+    calibration_fraction: float = 0.0
 
     def weights(self) -> RowWeights:
         """The observable and config_type weights as :class:`~minbasis.fit.assembly.RowWeights`."""
@@ -71,7 +100,16 @@ class LinearFitConfig:
             self.solver = "bayesian"
         if self.solver not in SOLVERS:
             raise MinbasisError(f"unknown solver {self.solver!r}; choose one of {SOLVERS}")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "alpha"):
+        if not (np.isfinite(self.calibration_fraction) and 0.0 <= self.calibration_fraction < 1.0):
+            raise MinbasisError(f"calibration_fraction must be in [0, 1), got {self.calibration_fraction}")
+        if self.uncertainty_noise not in NOISE_MODELS:
+            raise MinbasisError(f"uncertainty_noise must be one of {NOISE_MODELS}, got {self.uncertainty_noise!r}")
+        if self.committee is not None and (int(self.committee) != self.committee or self.committee < 0):
+            raise MinbasisError(f"committee must be an integer >= 0, got {self.committee}")
+        if self.committee is not None and self.committee > 0 and self.solver != "bayesian":
+            raise MinbasisError(f"a committee needs the posterior of solver 'bayesian', not {self.solver!r}; "
+                                f"use --solver bayesian or --committee 0")
+        for name in ("energy_weight", "forces_weight", "stress_weight", "alpha", "uncertainty_scale"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise MinbasisError(f"{name} must be a finite number >= 0, got {v}")
@@ -190,17 +228,127 @@ def fit_linear(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy"
     cfg = config or LinearFitConfig()
     atoms_list = as_atoms_list(atoms_or_list)
     labels = get_labels(atoms_list, energy_key, forces_key, stress_key)
+    t_cal = None
+    if cfg.calibration_fraction > 0 and (cfg.committee is None or cfg.committee > 0) and cfg.solver == "bayesian":
+        t_cal = calibration_factor(basis, atoms_list, labels, (energy_key, forces_key, stress_key), cfg)
     src = (source_file, (energy_key, forces_key, stress_key)) if source_file is not None else None
     eq = linear_equations(basis, atoms_list, labels, cfg, progress=progress, dask=dask, source_file=src)
     coef, e0_fit, info = solve_equations(eq, cfg)
-    info.pop("_posterior", None)
+    posterior = info.pop("_posterior", None)
     C, F = basis.plan.n_channels, basis.n_features
     if cfg.e0 is not None:
         e0 = np.array([float(cfg.e0[s]) for s in basis.species])
     else:
         e0 = e0_fit if len(e0_fit) else np.zeros(C)
+    committee = committee_from_posterior(eq, cfg, coef, e0, posterior, info, C, F)
+    if committee and cfg.uncertainty_noise == "residuals":
+        mean_model = LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0)
+        noise = residual_noise(atoms_list, labels, mean_model.predict(atoms_list))
+        committee["uncertainty"].update(noise)
+        info["committee"].update(noise)
+    if committee and t_cal is not None:
+        committee["uncertainty"]["calibration"] = t_cal
+        info["committee"].update(calibration=t_cal, calibration_fraction=cfg.calibration_fraction)
     info.update(n_structures=len(atoms_list), energy_key=energy_key, forces_key=forces_key,
                 stress_key=stress_key, weights={"energy": cfg.energy_weight, "forces": cfg.forces_weight,
                                                  "stress": cfg.stress_weight,
                                                  "config_type": dict(cfg.config_type_weights)})
-    return LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0, info=info)
+    return LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0, info=info, **committee)
+
+
+def committee_from_posterior(eq: NormalEquations, cfg: LinearFitConfig, coef: np.ndarray, e0: np.ndarray, posterior,
+                             info: dict, C: int, F: int) -> dict:
+    """Committee of a Bayesian linear fit: K posterior draws as deviations from the mean.
+
+    Each member's coefficients c_k are drawn from the posterior N(μ, (α AᵀA + λ I)⁻¹)
+    (:meth:`~minbasis.fit.solvers.Posterior.sample`); its E0 is the least-squares E0 for c_k
+    (``eq.e0(c_k)``, when E0 is fitted). The noise levels of the predictive distribution are
+    1/√α divided by the row weight of each observable (α = ``info["alpha_noise"]`` is in
+    weighted-row units).
+
+    Returns
+    -------
+    dict of LinearModel keyword arguments: ``committee_weights`` (K, C, F), ``committee_e0``
+    (K, C) eV and ``uncertainty`` (noise levels from the evidence for
+    ``uncertainty_noise="evidence"``, else 0 — :func:`residual_noise` fills them for
+    ``"residuals"``); empty when there is no posterior or the committee is 0.
+    """
+    K = cfg.committee if cfg.committee is not None else (32 if cfg.solver == "bayesian" else 0)
+    if posterior is None or K <= 0:
+        return {}
+    draws = posterior.sample(int(K), seed=cfg.committee_seed)  # (K, P)
+    dw = (draws - coef[None, :]).reshape(K, C, F)
+    if cfg.e0 is None and len(eq.e0(coef)):
+        de0 = np.stack([eq.e0(c) for c in draws]) - eq.e0(coef)[None, :]
+    else:
+        de0 = np.zeros((K, C))
+    sig = 1.0 / np.sqrt(float(info["alpha_noise"])) if cfg.uncertainty_noise == "evidence" else 0.0
+    unc = {"scale": float(cfg.uncertainty_scale),
+           "noise_energy_per_atom": sig / cfg.energy_weight if cfg.energy_weight > 0 else 0.0,
+           "noise_forces": sig / cfg.forces_weight if cfg.forces_weight > 0 else 0.0,
+           "noise_stress_per_atom": sig / cfg.stress_weight if cfg.stress_weight > 0 else 0.0}
+    info["committee"] = {"size": int(K), "seed": int(cfg.committee_seed), "noise_model": cfg.uncertainty_noise,
+                         **unc}
+    return {"committee_weights": dw, "committee_e0": de0, "uncertainty": unc}
+
+
+def residual_noise(atoms_list: Sequence[Atoms], labels: Labels, pred) -> dict:
+    """Per-observable noise levels: RMS training residuals of a model's prediction.
+
+    Returns
+    -------
+    dict ``noise_energy_per_atom`` (eV/atom), ``noise_forces`` (eV/Å, over Cartesian
+    components), ``noise_stress_per_atom`` (eV/atom, residual of V·σ/n over Voigt components);
+    0 for observables without labels.
+    """
+    n_atoms = np.array([len(a) for a in atoms_list], dtype=float)
+    out = {"noise_energy_per_atom": 0.0, "noise_forces": 0.0, "noise_stress_per_atom": 0.0}
+    if labels.energy is not None:
+        out["noise_energy_per_atom"] = float(np.sqrt(np.mean(((pred.energy - labels.energy) / n_atoms) ** 2)))
+    if labels.forces is not None:
+        dF = np.concatenate([(pred.forces[k] - labels.forces[k]).ravel() for k in range(len(atoms_list))])
+        out["noise_forces"] = float(np.sqrt(np.mean(dF**2)))
+    if labels.stress is not None:
+        has = [k for k in range(len(atoms_list)) if np.isfinite(labels.stress[k]).all() and
+               np.isfinite(pred.stress[k]).all()]
+        if has:
+            v = np.array([abs(atoms_list[k].get_volume()) / n_atoms[k] for k in has])
+            dS = (pred.stress[has] - labels.stress[has]) * v[:, None]
+            out["noise_stress_per_atom"] = float(np.sqrt(np.mean(dS**2)))
+    return out
+
+
+def calibration_factor(basis: Basis, atoms_list: Sequence[Atoms], labels: Labels, keys: tuple, cfg: LinearFitConfig
+                       ) -> float:
+    """Factor t on the predictive std chosen on a validation split inside the training frames.
+
+    Holds out ``cfg.calibration_fraction`` of the frames (stratified by config_type, seed
+    ``cfg.committee_seed``; :func:`~minbasis.fit.metrics.stratified_holdout`), fits on the rest
+    with the same settings and returns the 68.27 % quantile of |error|/σ over the held-out force
+    components (energies when there are no forces), so that t·σ covers 68.27 % of them.
+
+    Raises
+    ------
+    MinbasisError
+        Too few frames to hold any out, or no labelled errors to calibrate on.
+    """
+    import dataclasses
+
+    from .metrics import stratified_holdout
+
+    val, fit = stratified_holdout(labels.config_type, cfg.calibration_fraction, cfg.committee_seed)
+    if not len(val):
+        raise MinbasisError(f"calibration_fraction {cfg.calibration_fraction} holds out no frames; use a larger "
+                            f"fraction or 0")
+    sub = fit_linear(basis, [atoms_list[i] for i in fit], energy_key=keys[0], forces_key=keys[1],
+                     stress_key=keys[2], config=dataclasses.replace(cfg, calibration_fraction=0.0))
+    held = [atoms_list[i] for i in val]
+    pred = sub.predict(held)
+    if pred.forces_std is not None and labels.forces is not None:
+        z = np.concatenate([np.abs(pred.forces[k] - labels.forces[i]).ravel() / pred.forces_std[k].ravel()
+                            for k, i in enumerate(val)])
+    elif pred.energy_std is not None and labels.energy is not None:
+        z = np.abs(pred.energy - labels.energy[val]) / pred.energy_std
+    else:
+        raise MinbasisError("calibration needs force or energy labels and a committee")
+    return float(np.quantile(z, 0.6827))

@@ -1,0 +1,161 @@
+"""Uncertainty of linear fits from the Bayesian posterior committee: calibration and cost.
+
+For each data set (``../shared/data``): fit a linear ACE model with the Bayesian solver on the
+training frames (the split of every benchmark here: the first 20 % of
+``default_rng(0).permutation`` are the held-out test frames, never used for any choice), with a
+committee of K = 32 posterior draws, and report on the test frames the fraction of errors
+within 1σ and 2σ of the predictive std
+
+    σ² = s² · (1/K) Σ_k δ_k² + σ_noise²    (s = 1: the posterior as it is)
+
+where σ_noise is the RMS training residual of each observable (the default noise term,
+``LinearFitConfig.uncertainty_noise="residuals"``), and, for comparison, with the evidence's
+noise level 1/√α divided by the row weight (``"evidence"``) and with the committee spread
+alone (``"none"``); and with a factor t on the whole σ chosen on 20 % of the training
+frames (``LinearFitConfig.calibration_fraction=0.2``). Then time one ASE
+calculator step (energy + forces) with and without the committee on a 108-atom Cu-Ni-Al cell
+and on ethanol.
+
+Usage::
+
+    python benchmarks/committee.py                       # both data sets
+    python benchmarks/committee.py --dataset ethanol --out /tmp/c.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import minbasis as mb
+from minbasis.fit import LinearFitConfig, fit_linear, get_labels, read_structures
+from minbasis.fit.compare import holdout_split
+from minbasis.fit.linear import calibration_factor
+from minbasis.fit.metrics import calibration
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+
+DATASETS = {
+    "ethanol": {"file": "ethanol_mf.extxyz", "species": ["H", "C", "O"],
+                "keys": {"energy_key": "energy_high", "forces_key": "forces_high", "stress_key": None}},
+    "alloy": {"file": "cu_alloy_emt.extxyz", "species": ["Cu", "Ni", "Al"],
+              "keys": {"energy_key": "energy", "forces_key": "forces", "stress_key": "stress"}},
+}
+#: Basis per data set: (r_cut Å, n_max per order, l_max per order, order).
+BASES = {"ethanol": (5.0, [6, 4, 2], [0, 3, 2], 3), "alloy": (5.0, [6, 4, 2], [0, 3, 2], 3)}
+
+
+def step_time(model, atoms, committee: bool, repeats: int = 20) -> float:
+    """Median CPU time (s) of one calculator step (energy + forces after a small displacement);
+    CPU time, not wall time: the machine the numbers come from is shared, and with one Numba
+    thread CPU time is what the step costs."""
+    atoms = atoms.copy()
+    atoms.calc = model.calculator(committee=committee)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        atoms.positions += 1e-4 * rng.standard_normal(atoms.positions.shape)
+        atoms.get_forces()
+    ts = []
+    for _ in range(repeats):
+        atoms.positions += 1e-4 * rng.standard_normal(atoms.positions.shape)
+        t = time.process_time()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        ts.append(time.process_time() - t)
+    return float(np.median(ts))
+
+
+def run(name: str, committee: int) -> dict:
+    """Fit, calibration on the test frames and calculator timing of one data set."""
+    ds = DATASETS[name]
+    frames = read_structures(DATA / ds["file"])
+    test_idx, train_idx = holdout_split(len(frames), 0, 0.2)
+    train, test = [frames[i] for i in train_idx], [frames[i] for i in test_idx]
+    r_cut, n_max, l_max, order = BASES[name]
+    basis = mb.Basis.ace(species=ds["species"], r_cut=r_cut, n_max=n_max, l_max=l_max, order=order)
+    t0 = time.perf_counter()
+    model = fit_linear(basis, train, config=LinearFitConfig(committee=committee), **ds["keys"])
+    t_fit = time.perf_counter() - t0
+    labels = get_labels(test, **ds["keys"])
+    pred = model.predict(test)
+    out = {"basis": {"r_cut": r_cut, "n_max": n_max, "l_max": l_max, "order": order,
+                     "n_features": basis.n_features},
+           "n_train": len(train), "n_test": len(test), "fit_seconds": round(t_fit, 1),
+           "committee": model.committee_size, "uncertainty": model.uncertainty,
+           "alpha_noise": model.info["alpha_noise"],
+           "test_calibration": calibration(np.arange(len(test)), labels, pred)}
+    dF = np.concatenate([(pred.forces[k] - labels.forces[k]).ravel() for k in range(len(test))])
+    out["test_forces_rmse"] = float(np.sqrt(np.mean(dF**2)))
+    # the other noise terms (LinearFitConfig.uncertainty_noise), same committee: evidence, none
+    sig = 1.0 / np.sqrt(model.info["alpha_noise"])
+    w = model.info["weights"]
+    alternatives = {"evidence": {"noise_energy_per_atom": sig / w["energy"], "noise_forces": sig / w["forces"],
+                                 "noise_stress_per_atom": sig / w["stress"]},
+                    "none": {"noise_energy_per_atom": 0.0, "noise_forces": 0.0, "noise_stress_per_atom": 0.0}}
+    for noise, u in alternatives.items():
+        alt = dataclasses.replace(model, uncertainty=dict(model.uncertainty, **u))
+        cal = calibration(np.arange(len(test)), labels, alt.predict(test))
+        out[f"test_calibration_noise_{noise}"] = dict(cal, **u)
+    # factor t on the whole σ chosen on a validation split inside the training frames
+    # (LinearFitConfig(calibration_fraction=0.2): the same final model, t from a sub-fit)
+    cfg = LinearFitConfig(committee=committee, calibration_fraction=0.2)
+    t_cal = calibration_factor(basis, train, get_labels(train, **ds["keys"]), tuple(ds["keys"].values()), cfg)
+    cal_model = dataclasses.replace(model, uncertainty=dict(model.uncertainty, calibration=t_cal))
+    out["test_calibration_validation_factor"] = dict(
+        calibration(np.arange(len(test)), labels, cal_model.predict(test)), calibration=t_cal)
+    out["per_config_type_forces_within_1sigma"] = {
+        ct: calibration(np.flatnonzero(labels.config_type == ct), labels, pred).get("forces_within_1sigma")
+        for ct in sorted(set(labels.config_type.tolist()))}
+    # calculator step with and without the committee
+    if name == "alloy":
+        atoms = next(a for a in frames if len(a) == 108)
+    else:
+        atoms = frames[int(test_idx[0])]
+    t_plain = min(step_time(model, atoms, False) for _ in range(2))
+    t_comm = min(step_time(model, atoms, True) for _ in range(2))
+    k8 = dataclasses.replace(model, committee_weights=model.committee_weights[:8],
+                             committee_e0=model.committee_e0[:8])
+    t_k8 = min(step_time(k8, atoms, True) for _ in range(2))
+    out["calculator_step"] = {"n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
+                              "cpu_seconds_without_committee": t_plain, "cpu_seconds_with_committee": t_comm,
+                              "extra_fraction": t_comm / t_plain - 1.0, "cpu_seconds_with_8_members": t_k8,
+                              "extra_fraction_8_members": t_k8 / t_plain - 1.0}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=sorted(DATASETS), action="append", default=None)
+    ap.add_argument("--committee", type=int, default=32)
+    ap.add_argument("--out", default=str(HERE / "results" / "committee.json"))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="Numba threads (default 1: timings on a shared machine are meaningless with more)")
+    args = ap.parse_args(argv)
+    import numba
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    res = {"machine": {"platform": platform.platform(), "python": sys.version.split()[0],
+                       "numba_threads": numba.get_num_threads(), "cpu_count": os.cpu_count()},
+           "uncertainty_model": "sigma^2 = s^2 * mean_k(member - mean)^2 + noise^2, s = 1, noise = "
+                                "1/sqrt(alpha_noise)/row weight (Bayesian ridge evidence)"}
+    for name in args.dataset or ["ethanol", "alloy"]:
+        print(f"{name} ...", flush=True)
+        res[name] = run(name, args.committee)
+        print(json.dumps(res[name], indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

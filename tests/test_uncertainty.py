@@ -1,0 +1,261 @@
+"""Committee uncertainty of linear fits: kernel exactness, calibration on a problem with known noise,
+model files, calculator results, and the CLI outputs (calibration keys, parity plot, error tables)."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+
+import minbasis as mb
+from minbasis.cli import main
+from minbasis.demo import bundled_ethanol_path
+from minbasis.errors import MinbasisError
+from minbasis.fit import LinearFitConfig, LinearModel, fit_linear, get_labels
+from minbasis.fit.metrics import calibration, stratified_holdout, within_sigma
+from minbasis.kernels import build_batch, linear_energy_forces
+from minbasis.kernels.committee import linear_energy_forces_committee
+
+
+@pytest.fixture(scope="module")
+def cu_small():
+    return mb.Basis.ace(["Cu"], 4.0, [4, 3], [0, 2], 2)
+
+
+def _cells(n: int, seed: int, sigma: float = 0.12):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        a = bulk("Cu", "fcc", a=3.6 + 0.05 * rng.standard_normal(), cubic=True).repeat((2, 2, 2))
+        a.positions += sigma * rng.standard_normal(a.positions.shape)
+        a.info["config_type"] = "hot" if k % 3 == 0 else "cold"
+        out.append(a)
+    return out
+
+
+def _label(frames, truth: LinearModel, noise_f: float, noise_e_per_atom: float, seed: int):
+    """Labels of a known linear model plus Gaussian noise of known size."""
+    rng = np.random.default_rng(seed)
+    pred = truth.predict(frames)
+    for k, a in enumerate(frames):
+        a.info["energy"] = pred.energy[k] + noise_e_per_atom * len(a) * rng.standard_normal()
+        a.arrays["forces"] = pred.forces[k] + noise_f * rng.standard_normal(pred.forces[k].shape)
+        a.info["true_energy"] = pred.energy[k]
+        a.arrays["true_forces"] = pred.forces[k].copy()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def synthetic(cu_small):
+    """A problem the Bayesian model describes exactly: the true coefficients are drawn from the
+    solver's prior (i.i.d. Gaussian on unit-RMS columns) and the labels carry Gaussian noise of
+    known size (0.05 eV/Å on forces, the same in weighted units on energies)."""
+    from minbasis.fit.linear import linear_equations
+    from minbasis.fit.solvers import column_scale
+
+    noise_f = 0.05
+    cells = _cells(40, 1)
+    zero = LinearModel(basis=cu_small, weights=np.zeros((1, cu_small.n_features)), e0=np.array([-3.0]))
+    _label(cells, zero, noise_f, noise_f / 30.0, 0)
+    eq = linear_equations(cu_small, cells, get_labels(cells, "energy", "forces", None), LinearFitConfig())
+    scale, _ = column_scale(eq.system())
+    rng = np.random.default_rng(3)
+    truth = LinearModel(basis=cu_small, weights=(0.5 * rng.standard_normal(cu_small.n_features) / scale)[None, :],
+                        e0=np.array([-3.0]))
+    train = _label(cells, truth, noise_f, noise_f / 30.0, 11)
+    test = _label(_cells(30, 2), truth, noise_f, noise_f / 30.0, 12)
+    model = fit_linear(cu_small, train, energy_key="energy", forces_key="forces",
+                       config=LinearFitConfig(committee=32, committee_seed=5))
+    return truth, model, train, test, noise_f
+
+
+# -- kernel ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["ethanol", "hco_cell"])
+def test_committee_forces_equal_members_evaluated_separately(hco_basis, ethanol, hco_cell, which):
+    atoms = ethanol if which == "ethanol" else hco_cell
+    plan = hco_basis.plan
+    rng = np.random.default_rng(0)
+    C, F, K = plan.n_channels, hco_basis.n_features, 5
+    w, e0 = 1e-2 * rng.standard_normal((C, F)), rng.standard_normal(C)
+    dw, de0 = 1e-3 * rng.standard_normal((K, C, F)), 1e-2 * rng.standard_normal((K, C))
+    batch = build_batch([atoms, atoms], plan.species, plan.numbers, plan.r_cut)
+    E, Fo, W = linear_energy_forces(plan, batch, w, e0)
+    Em, Fm, Wm, dE, dF, dW = linear_energy_forces_committee(plan, batch, w, e0, dw, de0)
+    np.testing.assert_allclose(Em, E, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(Fm, Fo, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(Wm, W, rtol=0, atol=1e-12)
+    for k in range(K):
+        Ek, Fk, Wk = linear_energy_forces(plan, batch, w + dw[k], e0 + de0[k])
+        np.testing.assert_allclose(E + dE[k], Ek, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(Fo + dF[k], Fk, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(W + dW[k], Wk, rtol=0, atol=1e-10)
+
+
+def test_committee_kernel_rejects_bad_shapes(hco_basis, ethanol):
+    plan = hco_basis.plan
+    C, F = plan.n_channels, hco_basis.n_features
+    batch = build_batch([ethanol], plan.species, plan.numbers, plan.r_cut)
+    with pytest.raises(ValueError, match="dweights"):
+        linear_energy_forces_committee(plan, batch, np.zeros((C, F)), np.zeros(C), np.zeros((2, C, F + 1)),
+                                       np.zeros((2, C)))
+    with pytest.raises(ValueError, match="de0"):
+        linear_energy_forces_committee(plan, batch, np.zeros((C, F)), np.zeros(C), np.zeros((2, C, F)),
+                                       np.zeros((3, C)))
+
+
+# -- fit, prediction, calibration ------------------------------------------------------------------------
+def test_committee_members_are_posterior_draws(synthetic):
+    truth, model, *_ = synthetic
+    assert model.committee_size == 32
+    assert model.committee_weights.shape == (32, 1, model.basis.n_features)
+    assert model.committee_e0.shape == (32, 1)
+    assert model.info["committee"]["size"] == 32
+    # deviations from the mean, spread around 0
+    assert abs(model.committee_weights.mean(axis=0)).max() < 3 * model.committee_weights.std(axis=0).max()
+
+
+def test_calibration_on_problem_with_known_noise(synthetic):
+    truth, model, train, test, noise_f = synthetic
+    # the evidence recovers the noise level
+    assert model.uncertainty["noise_forces"] == pytest.approx(noise_f, rel=0.1)
+    pred = model.predict(test)
+    labels = get_labels(test, "energy", "forces", None)
+    cal = calibration(np.arange(len(test)), labels, pred)
+    assert 0.64 <= cal["forces_within_1sigma"] <= 0.73
+    assert cal["forces_within_2sigma"] >= 0.93
+    # the committee spread alone describes the error of the mean function (noise-free truth)
+    dF = np.concatenate([(pred.forces[k] - a.arrays["true_forces"]).ravel() for k, a in enumerate(test)])
+    sF = np.concatenate([np.sqrt(np.maximum(s**2 - model.uncertainty["noise_forces"] ** 2, 0)).ravel()
+                         for s in pred.forces_std])
+    f1, f2 = within_sigma(dF, sF)
+    assert 0.5 <= f1 <= 0.85 and f2 >= 0.85
+
+
+def test_prediction_std_shapes_and_committee_energies(synthetic):
+    _, model, _, test, _ = synthetic
+    pred = model.predict(test[:3])
+    assert pred.energy_std.shape == (3,) and (pred.energy_std > 0).all()
+    assert [f.shape for f in pred.forces_std] == [(32, 3)] * 3
+    assert pred.energy_committee.shape == (3, 32)
+    assert pred.stress_std.shape == (3, 6) and np.isfinite(pred.stress_std).all()
+    # member energies: mean + deviation, and they match a model built from one member
+    k = 7
+    member = LinearModel(basis=model.basis, weights=model.weights + model.committee_weights[k],
+                         e0=model.e0 + model.committee_e0[k])
+    np.testing.assert_allclose(pred.energy_committee[:, k], member.predict(test[:3]).energy, rtol=0, atol=1e-9)
+    plain = model.predict(test[:3], committee=False)
+    assert plain.energy_std is None and plain.forces_std is None
+    np.testing.assert_allclose(plain.energy, pred.energy, rtol=0, atol=1e-10)
+
+
+def test_uncertainty_scale_multiplies_the_committee_part(synthetic, cu_small):
+    _, model, train, test, _ = synthetic
+    import dataclasses
+
+    u = dict(model.uncertainty, scale=2.0, noise_forces=0.0, noise_energy_per_atom=0.0, noise_stress_per_atom=0.0)
+    u1 = dict(u, scale=1.0)
+    p2 = dataclasses.replace(model, uncertainty=u).predict(test[:2])
+    p1 = dataclasses.replace(model, uncertainty=u1).predict(test[:2])
+    np.testing.assert_allclose(p2.forces_std[0], 2 * p1.forces_std[0], rtol=1e-12)
+    np.testing.assert_allclose(p2.energy_std, 2 * p1.energy_std, rtol=1e-12)
+
+
+def test_model_file_roundtrip_with_and_without_committee(synthetic, tmp_path):
+    _, model, _, test, _ = synthetic
+    model.save(tmp_path / "m.npz")
+    back = LinearModel.load(tmp_path / "m.npz")
+    assert back.committee_size == 32 and back.uncertainty == model.uncertainty
+    np.testing.assert_array_equal(back.committee_weights, model.committee_weights)
+    np.testing.assert_allclose(back.predict(test[:1]).forces_std[0], model.predict(test[:1]).forces_std[0])
+    old = LinearModel(basis=model.basis, weights=model.weights, e0=model.e0, info={"solver": "ridge"})
+    old.save(tmp_path / "old.npz")  # the layout of files written before committees (no extra arrays, hyper {})
+    back = LinearModel.load(tmp_path / "old.npz")
+    assert back.committee_size == 0 and back.predict(test[:1]).energy_std is None
+
+
+def test_committee_options(cu_small, synthetic):
+    _, _, train, _, _ = synthetic
+    m0 = fit_linear(cu_small, train[:10], config=LinearFitConfig(committee=0))
+    assert m0.committee_size == 0
+    ridge = fit_linear(cu_small, train[:10], config=LinearFitConfig(solver="ridge"))
+    assert ridge.committee_size == 0
+    with pytest.raises(MinbasisError, match="committee"):
+        LinearFitConfig(solver="ridge", committee=4)
+    with pytest.raises(MinbasisError, match="committee"):
+        LinearFitConfig(committee=-1)
+    with pytest.raises(MinbasisError, match="committee"):
+        LinearModel(basis=cu_small, weights=np.zeros((1, cu_small.n_features)), e0=np.zeros(1),
+                    committee_weights=np.zeros((2, 1, 3)), committee_e0=np.zeros((2, 1)))
+
+
+def test_calculator_results_have_std(synthetic):
+    _, model, _, test, _ = synthetic
+    atoms = test[0].copy()
+    atoms.calc = model.calculator()
+    f = atoms.get_forces()
+    r = atoms.calc.results
+    assert r["forces_std"].shape == f.shape and (r["forces_std"] > 0).all()
+    assert isinstance(r["energy_std"], float) and r["energy_std"] > 0
+    assert atoms.calc.get_property("energy_std") == r["energy_std"]
+    assert r["stress_std"].shape == (6,)
+    atoms.calc = model.calculator(committee=False)
+    np.testing.assert_allclose(atoms.get_forces(), f, rtol=0, atol=1e-12)
+    assert "forces_std" not in atoms.calc.results
+
+
+def test_within_sigma_and_stratified_holdout():
+    assert within_sigma(np.array([0.5, -1.5, 3.0, np.nan]), np.ones(4)) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
+    cts = ["a"] * 10 + ["b"] * 5 + ["c"]
+    held, rest = stratified_holdout(cts, 0.2, seed=1)
+    assert sorted(np.concatenate([held, rest]).tolist()) == list(range(16))
+    assert [np.sum(np.asarray(cts)[held] == c) for c in "abc"] == [2, 1, 0]
+    assert stratified_holdout(cts, 0.2, seed=1)[0].tolist() == held.tolist()
+    assert len(stratified_holdout(cts, 0.0)[0]) == 0
+    with pytest.raises(MinbasisError, match="fraction"):
+        stratified_holdout(cts, 1.0)
+
+
+# -- CLI -----------------------------------------------------------------------------------------------
+def test_cli_fit_tables_evaluate_calibration_and_parity(capsys, tmp_path):
+    frames = ase.io.read(bundled_ethanol_path(), index=":50")
+    ase.io.write(tmp_path / "train.extxyz", frames[:40])
+    ase.io.write(tmp_path / "test.extxyz", frames[40:])
+    b = tmp_path / "b.json"
+    assert main(["basis", "--species", "H,C,O", "--r-cut", "4.5", "--n-max", "4,3", "--l-max", "0,2", "--order", "2",
+                 "-o", str(b)]) == 0
+    keys = ["--energy-key", "energy_high", "--forces-key", "forces_high"]
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "train.extxyz"), "--basis", str(b), *keys, "--validation-fraction", "0.25",
+                 "--committee", "8", "-o", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "committee of 8" in out and "training errors (30 structures)" in out
+    assert "validation errors (10 structures" in out and "calibration" in out
+    assert LinearModel.load(tmp_path / "m.npz").committee_size == 8
+    png = tmp_path / "parity.png"
+    assert main(["evaluate", str(tmp_path / "m.npz"), str(tmp_path / "test.extxyz"), *keys, "--json",
+                 "--parity", str(png)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("forces_within_1sigma", "forces_within_2sigma", "energy_within_1sigma", "energy_within_2sigma"):
+        assert 0.0 <= res["calibration"][key] <= 1.0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # --committee 0: no committee, no calibration block
+    assert main(["fit", str(tmp_path / "train.extxyz"), "--basis", str(b), *keys, "--committee", "0",
+                 "-o", str(tmp_path / "m0.npz")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "m0.npz"), str(tmp_path / "test.extxyz"), *keys, "--json"]) == 0
+    assert "calibration" not in json.loads(capsys.readouterr().out)
+
+
+def test_calibration_factor_near_one_on_a_well_specified_problem(cu_small, synthetic):
+    _, _, train, test, _ = synthetic
+    model = fit_linear(cu_small, train, config=LinearFitConfig(committee=16, calibration_fraction=0.25))
+    t = model.uncertainty["calibration"]
+    assert 0.8 < t < 1.25 and model.info["committee"]["calibration"] == t
+    base = fit_linear(cu_small, train, config=LinearFitConfig(committee=16))
+    np.testing.assert_allclose(model.predict(test[:1]).forces_std[0], t * base.predict(test[:1]).forces_std[0],
+                               rtol=1e-10)
+    with pytest.raises(MinbasisError, match="calibration_fraction"):
+        LinearFitConfig(calibration_fraction=1.0)
