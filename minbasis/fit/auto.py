@@ -23,8 +23,8 @@
    the basis and weights by the validation score Σ_obs MAE_obs / min over candidates
    (energy per atom, forces, and stress where present).
 4. **Budget.** Larger bases are tried while the projected time (the last candidate's assembly
-   time × (P_next / P_last)² plus its solve time × (P_next / P_last)³, times 1.5) fits in
-   ``budget_minutes``.
+   time × (P_next / P_last)², its solve time × (P_next / P_last)³ and its validation-prediction
+   time × P_next / P_last, times 1.25) fits in ``budget_minutes``.
 5. **Final fit** on all training frames (train + validation pieces merged, no new pass) with
    the chosen basis, weights and prior. The validation table is kept in ``model.info["auto"]``.
 """
@@ -270,9 +270,10 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             break
         if last_t is not None:
             r = P / last_P
-            projected = last_t[0] * r**2 + last_t[1] * r**3  # assembly ~P² (Gram), solves ~P³
+            # assembly ~P² (Gram), solves ~P³, validation predictions ~P
+            projected = last_t[0] * r**2 + last_t[1] * r**3 + last_t[2] * r
             elapsed = time.perf_counter() - t_start
-            if elapsed + 1.5 * projected > budget:
+            if elapsed + 1.25 * projected > budget:
                 say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
                     f"({elapsed:.0f} s of {budget:.0f} s used)")
                 break
@@ -288,6 +289,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             accumulate_entries(basis, sub, entries, progress=f"basis {k + 1}: {p}" if progress else None)
         t_asm = time.perf_counter() - t0
         degrees = basis_degrees(basis)
+        t_pred = 0.0
         for w in cfg.weights:
             wd = dict(zip(("energy", "forces", "stress"), w))
             eq = NormalEquations.combine([(wd[o], acc[("train", o)]) for o in one if has[o]])
@@ -300,7 +302,9 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             lev, pw, res = best
             e0 = eq.e0(res.coef)
             model = LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0 if len(e0) else np.zeros(C))
+            tp = time.perf_counter()
             m = error_metrics(val_frames, val_labels, model.predict(val_frames))
+            t_pred += time.perf_counter() - tp
             row = {"candidate": k, "columns": P, "n_features": basis.n_features, "order": hp["order"],
                    "n_max": hp["n_max"], "l_max": hp["l_max"], "weights": list(w), "prior_power": pw,
                    "log_evidence": lev, "val": {key: m.get(key) for key in ("energy_mae_per_atom", "forces_mae",
@@ -311,7 +315,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
         kept = {"basis": basis, "acc": acc} if k == 0 or kept.get("columns", 0) < P else kept
         kept.setdefault("by_candidate", {})[k] = (basis, acc)
         kept["columns"] = P
-        last_t, last_P = (t_asm, time.perf_counter() - t0 - t_asm), P
+        last_t, last_P = (t_asm, time.perf_counter() - t0 - t_asm - t_pred, t_pred), P
         # keep only the accumulators of candidates that may still win (memory)
         scores = _val_score(rows)
         best_k = rows[int(np.argmin(scores))]["candidate"]
