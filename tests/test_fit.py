@@ -84,8 +84,12 @@ def test_e0_shift_is_absorbed(emt_frames):
         b.arrays["f"] = a.get_forces()
         shifted.append(b)
     fit2 = fit_linear(basis, shifted, energy_key="e_shift", forces_key="f", config=LinearFitConfig(solver="ridge", alpha=1e-8))
-    np.testing.assert_allclose(fit2.weights, ref.weights, rtol=1e-5, atol=1e-8)
+    # α = 1e-8 leaves near-null directions almost unregularised: round-off of the E0 elimination
+    # (Gram form, with the shifted energy block) moves their coefficients at the 1e-5 level
+    np.testing.assert_allclose(fit2.weights, ref.weights, rtol=1e-4, atol=1e-6 * np.abs(ref.weights).max())
     np.testing.assert_allclose(fit2.e0 - ref.e0, [1.5, -0.7], atol=1e-6)
+    p1, p2 = ref.predict(emt_frames), fit2.predict(shifted)
+    np.testing.assert_allclose(np.concatenate(p2.forces), np.concatenate(p1.forces), atol=1e-8)
 
 
 def test_given_e0_is_used(ethanol_frames, small_hco_basis):
