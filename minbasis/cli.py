@@ -311,19 +311,9 @@ def _cmd_describe(args) -> int:
 
 
 def _save_npz(path: str, arrays: dict) -> None:
-    import os
-    import tempfile
+    from .files import atomic_write
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _cmd_fit(args) -> int:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 
 from ._version import BASIS_FORMAT_VERSION, READABLE_BASIS_FORMAT_VERSIONS, __version__
 from .errors import FileFormatError
+from .files import atomic_write_text  # re-exported: the one atomic writer (minbasis.files)
 
 __all__ = ["BasisSpec", "canonical_hash", "atomic_write_text", "invariant_monomials", "invariant_moments"]
 
@@ -77,20 +77,6 @@ def canonical_hash(obj: Any) -> str:
     """SHA-256 hex digest of the canonical JSON form (sorted keys, no spaces) of ``obj``."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _HASHED_KEYS = ("family", "variant", "species", "r_cut", "radial", "hyper", "invariants", "pruning")
@@ -200,7 +186,7 @@ class BasisSpec:
             spec = cls(family=d["family"], variant=d["variant"], species=tuple(d["species"]),
                        r_cut=float(d["r_cut"]), radial=d["radial"], hyper=d["hyper"],
                        invariants=tuple(d["invariants"]), pruning=d["pruning"])
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, RecursionError) as exc:
             raise FileFormatError(f"{source}: malformed basis specification ({exc})") from exc
         if spec.hash != d["hash"]:
             raise FileFormatError(f"{source}: content hash mismatch (file corrupt or edited): "
@@ -218,14 +204,26 @@ class BasisSpec:
         Raises
         ------
         FileFormatError
-            If the file is missing, not JSON, or fails the checks of :meth:`from_dict`.
+            If the file is missing, a folder, binary (e.g. a model .npz), not JSON, or fails the
+            checks of :meth:`from_dict`.
         """
         try:
-            text = Path(path).read_text()
+            if Path(path).is_dir():
+                raise FileFormatError(f"basis file {path} is a folder, not a JSON file")
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise FileFormatError(f"cannot read basis file {path}: {exc.strerror}") from exc
+        if data[:4] == b"PK\x03\x04":
+            raise FileFormatError(f"{path} is a zip/.npz archive (a model file?), not a basis JSON file; give the basis "
+                                  "written by `minbasis basis` (a model's basis: minbasis.fit.load_model(path).basis)")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FileFormatError(f"{path} is a binary file, not a basis JSON file written by `minbasis basis`") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise FileFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        except RecursionError:
+            raise FileFormatError(f"{path}: not a basis specification (JSON nested too deeply)") from None
         return cls.from_dict(d, source=str(path))

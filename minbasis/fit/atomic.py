@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from ..describe import describe, iter_batches
 from ..errors import FileFormatError, LabelError, MinbasisError, SpeciesError
 from ..kernels import as_atoms_list, linear_energy_forces
 from ..kernels.evaluate import features as _kernel_features
+from ..files import atomic_write_bytes
 from ..spec import BasisSpec, canonical_hash
 from .data import Labels
 
@@ -442,23 +442,15 @@ def write_model_file(path: str | os.PathLike, kind: str, basis: Basis, arrays: d
     Layout (as :meth:`LinearModel.save`): the arrays, ``meta`` (JSON bytes: format,
     format_version, minbasis_version, kind, hyper, hash, info) and ``basis`` (the embedded
     basis specification, JSON bytes). The file is written to a temporary name in the target
-    folder and renamed, so a reader never sees a half-written model.
+    folder and renamed (:func:`minbasis.files.atomic_write`), so a reader never sees a
+    half-written model; the file gets the mode of the one it replaces, or 0666 & ~umask.
     """
     meta = {"format": "minbasis.model", "format_version": MODEL_FORMAT_VERSION, "minbasis_version": __version__,
             "kind": kind, "hyper": hyper, "hash": model_hash(basis, kind, arrays, hyper), "info": info}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                         basis=np.frombuffer(json.dumps(basis.spec.to_dict()).encode(), dtype=np.uint8))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def read_model_meta(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
