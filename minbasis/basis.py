@@ -116,7 +116,8 @@ class Basis:
     @classmethod
     def cartesian(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
                   max_factors: int, *, symmetric: str = "stf", include_products: bool = False,
-                  einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0) -> "Basis":
+                  einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0,
+                  max_size: float | None = None) -> "Basis":
         """Cartesian moment-tensor invariants (design.md 3.3): full contractions of
         M_{z,n,l} = Σ_j R_n(r_ij) T_l(r̂_ij), one per non-isomorphic contraction multigraph.
 
@@ -149,6 +150,9 @@ class Basis:
             (z, n), skipping those with more than ``max_factors`` factors or ranks above ``l_max``.
         radial_scale : float
             Exponent of the radial distance transform (as in :meth:`ace`).
+        max_size : float, optional
+            Limit of the size estimate, as in :meth:`ace` (the moment multisets of Cartesian
+            invariants with k factors are those of ACE at order k).
 
         Raises
         ------
@@ -173,7 +177,7 @@ class Basis:
         l_list = per_order(l_max, max_factors, "l_max")
         radial_scale = check_radial_scale(radial_scale)
         # the moment multisets are those of ACE with as many factors: the same size estimate
-        check_ace_size(len(species), max_factors, n_list, l_list)
+        check_ace_size(len(species), max_factors, n_list, l_list, max_size=max_size)
         if einsums is None:
             invariants = enumerate_cartesian(len(species), max_factors, n_list, l_list, symmetric=symmetric,
                                              include_products=include_products)

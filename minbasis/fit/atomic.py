@@ -43,7 +43,7 @@ from ..kernels import as_atoms_list, linear_energy_forces
 from ..kernels.evaluate import features as _kernel_features
 from ..files import atomic_write_bytes
 from ..spec import BasisSpec, canonical_hash
-from .data import Labels
+from .data import Labels, check_config_type_weights
 
 __all__ = ["DescriptorChunk", "DescriptorSet", "forces_from_gradients", "gradient_adjoint", "predict_atomic",
            "species_channels", "fit_standardiser", "fit_e0", "array_digest", "write_model_file",
@@ -413,8 +413,16 @@ class AtomicEnergyModel:
 
 
 def labels_weights(labels: Labels, cfg) -> np.ndarray:
-    """Per-structure config_type weight factor (M,) from ``cfg.config_type_weights``."""
-    return np.array([float(cfg.config_type_weights.get(ct, 1.0)) for ct in labels.config_type])
+    """Per-structure config_type weight factor (M,) from ``cfg.config_type_weights``.
+
+    Raises
+    ------
+    LabelError
+        Weights that are not finite numbers in [0, 1e6], or all structures weighted 0
+        (:func:`~minbasis.fit.data.check_config_type_weights`).
+    """
+    ctw = check_config_type_weights(cfg.config_type_weights, labels.config_type)
+    return np.array([ctw.get(str(ct), 1.0) for ct in labels.config_type])
 
 
 # -- model files ------------------------------------------------------------------------------------

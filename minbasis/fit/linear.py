@@ -35,7 +35,7 @@ from ..basis import Basis
 from ..describe import iter_batches
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list, design_blocks
-from .data import Labels, get_labels, matrix_to_voigt
+from .data import Labels, check_config_type_weights, get_labels, matrix_to_voigt
 
 __all__ = ["LinearFitConfig", "DesignMatrix", "build_design", "bayesian_ridge", "solve", "fit_linear"]
 
@@ -113,6 +113,7 @@ def build_design(basis: Basis, atoms_list: Sequence[Atoms], labels: Labels, cfg:
     use_v = labels.stress is not None and cfg.stress_weight > 0
     if not (use_e or use_f or use_v):
         raise LabelError("nothing to fit: give energies, forces or stress with a weight > 0")
+    check_config_type_weights(cfg.config_type_weights, labels.config_type)  # finite, ≤ 1e6, not all 0
     if labels.energy is not None and len(labels.energy) != M:
         raise LabelError(f"{len(labels.energy)} energies for {M} structures")
     e0_given = cfg.e0 is not None
