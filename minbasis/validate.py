@@ -287,7 +287,7 @@ def check_cell(k: int, cell: np.ndarray, pbc: np.ndarray) -> None:
     Raises
     ------
     StructureError
-        Non-finite entries, a zero-length periodic vector, or dependent periodic vectors
+        Non-finite entries, a periodic vector of zero length or longer than 1e8 Å, or dependent periodic vectors
         (k-dimensional volume below 1e-6 of the product of their lengths).
     """
     cell = np.asarray(cell, dtype=float)
@@ -297,7 +297,11 @@ def check_cell(k: int, cell: np.ndarray, pbc: np.ndarray) -> None:
     P = cell[pbc]
     if not np.isfinite(P).all():
         raise StructureError(f"structure {k}: cell has non-finite entries")
-    lengths = np.linalg.norm(P, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lengths = np.linalg.norm(P, axis=1)
+    if not np.isfinite(lengths).all() or (lengths > 1e8).any():
+        raise StructureError(f"structure {k}: periodic cell vector longer than 1e8 Å ({lengths.max():.3g} Å); "
+                             "set pbc=False along that direction instead")
     if (lengths < 1e-6).any():
         raise StructureError(f"structure {k}: periodic along {np.flatnonzero(pbc).tolist()} but a cell vector there "
                              "has zero length; give a cell vector for every periodic direction or set pbc=False there")
@@ -357,6 +361,9 @@ def check_structure_geometry(k: int, positions: np.ndarray, cell: np.ndarray, pb
     * no atom overlapping its own periodic image: the shortest lattice vector (Minkowski
       reduction) is at least ``min_distance`` Å — a nearly singular cell whose volume test passes
       is caught here, and any other skewed cell is handed to vesin in reduced form;
+    * with mixed periodicity, the non-periodic cell vectors (which do not change the pairs) are
+      replaced by orthogonal ones longer than the structure plus r_cut, and the search runs as
+      fully periodic (same pairs, bounded work), so any value there is fine;
     * a structure that is not periodic in all directions spans at most :data:`MAX_SPAN_CELLS`
       cutoff radii along x, y and z;
     * estimated pairs (:func:`estimate_pairs`) within the pair budget (:data:`MAX_PAIRS`).
@@ -385,6 +392,16 @@ def check_structure_geometry(k: int, positions: np.ndarray, cell: np.ndarray, pb
                                  f"vector is {shortest:.3g} Å < {min_distance} Å (nearly singular cell); fix the cell")
         if not np.array_equal(op, np.eye(3, dtype=op.dtype)):
             box = np.ascontiguousarray(rcell, dtype=np.float64)
+        if not pbc.all():
+            # Mixed periodicity is handed to vesin as a fully periodic box whose non-periodic
+            # directions are orthogonal to the periodic ones and longer than the atoms' extent
+            # plus r_cut, so no pair crosses them: the same pairs, but vesin's fully periodic
+            # search (its mixed-periodicity search takes seconds to minutes for a few atoms
+            # spread over a few hundred Å, and any value of a non-periodic vector is fine here).
+            box = np.array(box, dtype=np.float64)
+            for row, v in zip(np.flatnonzero(~pbc), _orthonormal_complement(box[pbc])):
+                ext = float(np.ptp(positions @ v)) if len(positions) else 0.0
+                box[row] = v * (ext + r_cut + 1.0)
     if not pbc.all() and len(positions) > 1:
         span = np.ptp(positions, axis=0)
         worst = int(np.argmax(span))
@@ -399,5 +416,4 @@ def check_structure_geometry(k: int, positions: np.ndarray, cell: np.ndarray, pb
                              f"({len(positions)} atoms) exceeds the pair budget {lim:.3g} (≈ 400 bytes each); "
                              "lower r_cut, use a smaller structure, or raise the budget with "
                              "MINBASIS_MAX_PAIRS (or max_pairs=...)")
-    periodic = False if not pbc.any() else (True if pbc.all() else pbc.tolist())
-    return StructureGeometry(box=box if pbc.any() else np.zeros((3, 3)), periodic=periodic, est_pairs=est)
+    return StructureGeometry(box=box if pbc.any() else np.zeros((3, 3)), periodic=bool(pbc.any()), est_pairs=est)

@@ -223,14 +223,27 @@ def test_skewed_cell_gives_the_same_features_as_its_reduced_cell():
 
 
 def test_mixed_periodicity_with_any_non_periodic_vector():
-    """Non-periodic cell vectors do not matter (zero, collinear with a periodic one, or tiny)."""
+    """Mixed periodicity against an explicit, non-periodic replica of the periodic images; the
+    non-periodic cell vector may be anything (zero, collinear with a periodic one, tiny)."""
     cu = mb.Basis.ace(["Cu"], 4.0, 2, [0, 1], 2)
-    pos = np.random.default_rng(2).uniform(0, 3, (4, 3))
-    ref = mb.describe(Atoms("Cu4", positions=pos, cell=[[3.0, 0, 0], [0, 10.0, 0], [0, 0, 3.0]],
-                            pbc=[True, False, True]), cu)
-    for b_vec in ([0, 0, 0], [6.0, 0, 0], [0, 1e-3, 0]):
+    rng = np.random.default_rng(2)
+    pos = rng.uniform(0, 3, (4, 3)) + [[0, 0, 0], [0, 0, 0], [0, 9.0, 0], [0, 0, 0]]
+    n_rep = 2  # images ±2 cells along a and c cover r_cut = 4 Å with 3 Å cells
+    cluster = np.concatenate([pos + [3.0 * i, 0, 3.0 * k] for i in range(-n_rep, n_rep + 1)
+                              for k in range(-n_rep, n_rep + 1)])
+    centre = (2 * n_rep + 1) ** 2 // 2
+    ref = mb.describe(Atoms(f"Cu{len(cluster)}", positions=cluster), cu)[4 * centre:4 * centre + 4]
+    for b_vec in ([0, 10.0, 0], [0, 0, 0], [6.0, 0, 0], [0, 1e-3, 0], [1.0, 1.0, 1e-12]):
         a = Atoms("Cu4", positions=pos, cell=[[3.0, 0, 0], b_vec, [0, 0, 3.0]], pbc=[True, False, True])
-        np.testing.assert_allclose(mb.describe(a, cu), ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(mb.describe(a, cu), ref, rtol=1e-10, atol=1e-12)
+    # one periodic direction, atoms spread over hundreds of Å (vesin's mixed search took ~20 s)
+    wire = Atoms("Cu4", positions=rng.uniform(0, 1, (4, 3)) * [4.6, 228, 818], cell=[[4.6, 0, 0], [0, 0, 0], [0, 0, 0]],
+                 pbc=[True, False, False])
+    import time
+
+    t0 = time.perf_counter()
+    assert np.isfinite(mb.describe(wire, cu)).all()
+    assert time.perf_counter() - t0 < 2.0
 
 
 @pytest.mark.parametrize("z", [-1, 0, 119, 1000])
