@@ -12,9 +12,9 @@ time, or by a keyword of the function that enforces it):
 * :data:`MAX_BASIS_SIZE` — estimated size of an ACE enumeration, the summed entries of the
   dense coupling tensors Π_k (2 l_k + 1) over all multisets of moments
   (``MINBASIS_MAX_BASIS_SIZE``; keyword ``max_size`` of :meth:`minbasis.Basis.ace`).
-* :data:`MAX_SPAN_CELLS` — a structure that is not periodic in every direction may span at
-  most this many cutoff radii along x, y or z (a hard limit of the neighbour search, vesin,
-  which crashes the process beyond ≈ 10⁵).
+* :data:`MAX_COORDINATE` — atoms further than this from the origin are refused.
+* the cell-list shape vesin would use (:func:`vesin_cells`) must have no zero entry (vesin
+  divides by it: SIGFPE) and the cell pairs it visits are bounded by 10⁹.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import MinbasisError, SpeciesError, StructureError
 
-__all__ = ["MAX_PAIRS", "MAX_BASIS_SIZE", "MAX_SPAN_CELLS", "MAX_RADIAL_SCALE", "MIN_R_CUT", "MAX_R_CUT",
+__all__ = ["MAX_PAIRS", "MAX_BASIS_SIZE", "MAX_COORDINATE", "vesin_cells", "MAX_RADIAL_SCALE", "MIN_R_CUT", "MAX_R_CUT",
            "limit", "as_int", "as_float", "check_r_cut", "check_radial_scale", "check_species", "check_seed",
            "ace_size_estimate", "check_ace_size", "check_numbers", "check_cell", "estimate_pairs",
            "StructureGeometry", "check_structure_geometry"]
@@ -38,8 +38,8 @@ __all__ = ["MAX_PAIRS", "MAX_BASIS_SIZE", "MAX_SPAN_CELLS", "MAX_RADIAL_SCALE", 
 MAX_PAIRS = 10_000_000
 #: Default size budget of an ACE enumeration (coupling-tensor entries); env ``MINBASIS_MAX_BASIS_SIZE``.
 MAX_BASIS_SIZE = 20_000_000
-#: Largest extent of a non-periodic structure, in cutoff radii, along x, y or z (vesin limit).
-MAX_SPAN_CELLS = 50_000
+#: Largest distance of an atom from the origin, Å (float64 resolution there is ≈ 1e-8 Å).
+MAX_COORDINATE = 1e8
 #: Largest exponent of the radial distance transform: exp(s) overflows float64 above ≈ 709.
 MAX_RADIAL_SCALE = 700.0
 #: Smallest and largest cutoff radius, Å.
@@ -315,14 +315,42 @@ def check_cell(k: int, cell: np.ndarray, pbc: np.ndarray) -> None:
 
 
 class StructureGeometry:
-    """What :func:`check_structure_geometry` found: the cell handed to the neighbour search
-    (Minkowski reduced when that changes it: same lattice, same pairs, bounded work), the
-    periodicity flags and the estimated number of neighbour pairs."""
+    """What :func:`check_structure_geometry` hands to the neighbour search (vesin): a fully
+    periodic ``box`` (3, 3) Å and ``points`` (N, 3) Å that give exactly the pairs (i, j, r_ij)
+    of the original structure, ``cells`` (3,) the cell-list shape vesin will use, and
+    ``est_pairs`` the estimated number of pairs."""
 
-    def __init__(self, box: np.ndarray, periodic, est_pairs: float):
+    def __init__(self, box: np.ndarray, points: np.ndarray, cells: np.ndarray, est_pairs: float):
         self.box = box
-        self.periodic = periodic
+        self.points = points
+        self.cells = cells
         self.est_pairs = est_pairs
+        self.periodic = True
+
+
+#: vesin's cap on the number of cells of its cell list (cpu_cell_list.cpp, MAX_NUMBER_OF_CELLS).
+_VESIN_MAX_CELLS = 1e5
+
+
+def vesin_cells(box: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """The cell-list shape (3,) and the search extent n_search (3,) that vesin's CPU cell list
+    uses for a fully periodic ``box`` (3, 3) Å and ``cutoff`` Å, reproduced from its algorithm:
+    n_k = max(1, trunc(d_k / cutoff)) with d_k the distances between faces, rescaled with fixed
+    ratios when Π n_k > 10⁵. A zero entry means vesin would divide by zero (SIGFPE)."""
+    box = np.asarray(box, dtype=float)
+    d = np.empty(3)
+    for k in range(3):
+        nrm = np.cross(box[(k + 1) % 3], box[(k + 2) % 3])
+        d[k] = abs(nrm @ box[k]) / np.linalg.norm(nrm)
+    n = np.maximum(np.trunc(d / cutoff), 1.0)
+    if n.prod() > _VESIN_MAX_CELLS:
+        rxy, ryz = n[0] / n[1], n[1] / n[2]
+        nz = np.trunc(np.cbrt(_VESIN_MAX_CELLS / (rxy * ryz * ryz)))
+        ny = np.trunc(ryz * nz)
+        n = np.array([np.trunc(rxy * ny), ny, nz])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        search = np.maximum(np.ceil(cutoff * n / d), 1.0)
+    return n, search
 
 
 def _orthonormal_complement(P: np.ndarray) -> np.ndarray:
@@ -361,11 +389,13 @@ def check_structure_geometry(k: int, positions: np.ndarray, cell: np.ndarray, pb
     * no atom overlapping its own periodic image: the shortest lattice vector (Minkowski
       reduction) is at least ``min_distance`` Å — a nearly singular cell whose volume test passes
       is caught here, and any other skewed cell is handed to vesin in reduced form;
-    * with mixed periodicity, the non-periodic cell vectors (which do not change the pairs) are
-      replaced by orthogonal ones longer than the structure plus r_cut, and the search runs as
-      fully periodic (same pairs, bounded work), so any value there is fine;
-    * a structure that is not periodic in all directions spans at most :data:`MAX_SPAN_CELLS`
-      cutoff radii along x, y and z;
+    * every non-periodic direction becomes a periodic one, orthogonal to the periodic vectors and
+      longer than the atoms' extent plus r_cut (so no pair crosses it; any value of a
+      non-periodic cell vector is fine), and the points are wrapped into the box: the same pairs
+      (i, j, r_ij), found by vesin's fully periodic search on a box whose cell-list shape is known
+      (:func:`vesin_cells`; padded directions are lengthened until no entry is zero, else the
+      structure is refused) and whose work is bounded (≤ 10⁹ cell visits);
+    * atoms within ±:data:`MAX_COORDINATE` Å of the origin;
     * estimated pairs (:func:`estimate_pairs`) within the pair budget (:data:`MAX_PAIRS`).
 
     Parameters: positions (N, 3) Å (finite), cell (3, 3) Å, pbc (3,) bool, r_cut Å.
@@ -379,36 +409,50 @@ def check_structure_geometry(k: int, positions: np.ndarray, cell: np.ndarray, pb
 
     pbc = np.asarray(pbc, dtype=bool)
     cell = np.asarray(cell, dtype=float)
+    positions = np.asarray(positions, dtype=float)
+    if np.abs(positions).max() > MAX_COORDINATE:
+        raise StructureError(f"structure {k}: a coordinate is {np.abs(positions).max():.3g} Å from the origin, beyond "
+                             f"±{MAX_COORDINATE:g} Å (float64 keeps < 1e-8 Å there); translate the structure")
     check_cell(k, cell, pbc)
-    box = cell
+    box = np.zeros((3, 3))
     if pbc.any():
         try:
-            rcell, op = minkowski_reduce(cell, pbc=pbc)
+            rcell, _ = minkowski_reduce(cell, pbc=pbc)
         except Exception as exc:  # pragma: no cover - ASE's reduction failing on a checked cell
             raise StructureError(f"structure {k}: cannot reduce the cell ({exc})") from exc
         shortest = float(np.linalg.norm(rcell[pbc], axis=1).min())
         if shortest < min_distance:
             raise StructureError(f"structure {k}: every atom overlaps its own periodic image: the shortest lattice "
                                  f"vector is {shortest:.3g} Å < {min_distance} Å (nearly singular cell); fix the cell")
-        if not np.array_equal(op, np.eye(3, dtype=op.dtype)):
-            box = np.ascontiguousarray(rcell, dtype=np.float64)
-        if not pbc.all():
-            # Mixed periodicity is handed to vesin as a fully periodic box whose non-periodic
-            # directions are orthogonal to the periodic ones and longer than the atoms' extent
-            # plus r_cut, so no pair crosses them: the same pairs, but vesin's fully periodic
-            # search (its mixed-periodicity search takes seconds to minutes for a few atoms
-            # spread over a few hundred Å, and any value of a non-periodic vector is fine here).
-            box = np.array(box, dtype=np.float64)
-            for row, v in zip(np.flatnonzero(~pbc), _orthonormal_complement(box[pbc])):
-                ext = float(np.ptp(positions @ v)) if len(positions) else 0.0
-                box[row] = v * (ext + r_cut + 1.0)
-    if not pbc.all() and len(positions) > 1:
-        span = np.ptp(positions, axis=0)
-        worst = int(np.argmax(span))
-        if span[worst] > MAX_SPAN_CELLS * r_cut:
-            raise StructureError(f"structure {k}: atoms span {span[worst]:.3g} Å along {'xyz'[worst]}, more than "
-                                 f"{MAX_SPAN_CELLS} × r_cut = {MAX_SPAN_CELLS * r_cut:.3g} Å, which the neighbour "
-                                 "search cannot handle; split far-apart groups into separate structures")
+        box[pbc] = rcell[pbc]
+    # Non-periodic directions become periodic ones, orthogonal to the periodic vectors and longer
+    # than the atoms' extent plus r_cut, so that no pair crosses them: the same pairs, but vesin's
+    # fully periodic search on a box we know (its mixed/non-periodic searches took ~20 s for a few
+    # atoms spread over hundreds of Å, and crashed for elongated structures).
+    padded = np.flatnonzero(~pbc)
+    for row, v in zip(padded, _orthonormal_complement(box[pbc])):
+        box[row] = v * (float(np.ptp(positions @ v)) + r_cut + 1.0)
+    for _ in range(64):
+        cells, search = vesin_cells(box, r_cut)
+        if (cells >= 1).all() or not len(padded):
+            break
+        # too anisotropic: lengthen the padded direction with the fewest cells (vesin keeps the
+        # ratios of the cell counts when it caps their product, so thin axes round down to 0)
+        n_raw = np.maximum(np.trunc(np.linalg.norm(box, axis=1) / r_cut), 1.0)
+        box[padded[np.argmin(n_raw[padded])]] *= 2.0
+    if not (cells >= 1).all():
+        raise StructureError(f"structure {k}: the cell is too elongated for the neighbour search (vesin would use "
+                             f"{cells.astype(int).tolist()} cells); use a less anisotropic cell or a larger r_cut")
+    visits = float(np.prod(cells) * np.prod(2 * search + 1))
+    if visits > 1e9:
+        raise StructureError(f"structure {k}: the neighbour search would visit {visits:.3g} cell pairs (cells "
+                             f"{cells.astype(int).tolist()}, search {search.astype(int).tolist()}), more than 1e9; "
+                             "lower r_cut or use a larger cell")
+    # points inside the box: wrap periodic fractional coordinates, shift padded ones to start at 0
+    frac = np.linalg.solve(box.T, positions.T).T
+    for r in range(3):
+        frac[:, r] = frac[:, r] - np.floor(frac[:, r]) if pbc[r] else frac[:, r] - frac[:, r].min()
+    points = np.ascontiguousarray(frac @ box, dtype=np.float64)
     est = estimate_pairs(len(positions), positions, box, pbc, r_cut)
     lim = limit("MAX_PAIRS", max_pairs)
     if est > lim:
@@ -416,4 +460,4 @@ def check_structure_geometry(k: int, positions: np.ndarray, cell: np.ndarray, pb
                              f"({len(positions)} atoms) exceeds the pair budget {lim:.3g} (≈ 400 bytes each); "
                              "lower r_cut, use a smaller structure, or raise the budget with "
                              "MINBASIS_MAX_PAIRS (or max_pairs=...)")
-    return StructureGeometry(box=box if pbc.any() else np.zeros((3, 3)), periodic=bool(pbc.any()), est_pairs=est)
+    return StructureGeometry(box=np.ascontiguousarray(box), points=points, cells=cells, est_pairs=est)

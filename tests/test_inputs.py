@@ -156,8 +156,12 @@ def _in_subprocess(code: str, timeout: float = 60) -> subprocess.CompletedProces
 
 
 @pytest.mark.parametrize("name, code, message", [
-    ("coordinates 2e6 Å apart (SIGFPE in vesin)",
-     "mb.describe(Atoms('H2', positions=[[0, 0, 0], [2e6, 0, 0]]), b)", "span"),
+    ("coordinates beyond 1e8 Å", "mb.describe(Atoms('H2', positions=[[0, 0, 0], [2e9, 0, 0]]), b)", "translate"),
+    ("a periodic cell so anisotropic that vesin's cell list gets a zero-width axis (SIGFPE)",
+     "mb.describe(Atoms('H', positions=[[0, 0, 0]], cell=[3.5, 1500, 1500], pbc=True), b)", "too elongated"),
+    ("a thin periodic direction and atoms spread over 10⁵–10⁶ Å in the others (SIGFPE)",
+     "mb.describe(Atoms('H2', positions=[[0, 0, 0], [1, 3e5, 7e5]], cell=[4, 0, 0], pbc=[True, False, False]), b)",
+     "too elongated"),
     ("mixed periodicity (T,F,T) with singular periodic vectors (SIGFPE)",
      "mb.describe(Atoms('H', positions=[[0, 0, 0]], cell=[[3, 0, 0], [0, 3, 0], [6, 0, 0]], "
      "pbc=[True, False, True]), b)", "degenerate cell"),
@@ -178,6 +182,21 @@ def test_former_crashes_and_hangs_give_one_clear_error(name, code, message):
         """, timeout=90)
     assert r.returncode == 0, f"{name}: exit {r.returncode}\n{r.stderr[-2000:]}"
     assert "MINBASIS_ERROR" in r.stdout and message in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("name, code", [
+    ("coordinates 2e6 Å apart (SIGFPE in vesin)", "a = Atoms('H2', positions=[[0, 0, 0], [2e6, 0, 0]])"),
+    ("elongated molecule-like structure (SIGFPE in vesin's rescaled cell list)",
+     "a = Atoms('H2', positions=[[0, 0, 0], [1.5 * 4, 3.5 * 4, 4e4 * 4]])"),
+    ("mixed periodicity, atoms far apart along the non-periodic direction",
+     "a = Atoms('H2', positions=[[0, 0, 0], [1, 2, 3e4]], cell=[4, 4, 0], pbc=[True, True, False])"),
+])
+def test_former_crashes_now_give_correct_results(name, code):
+    """Atoms further apart than r_cut have no neighbours: features of isolated atoms (all zero)."""
+    r = _in_subprocess(code + "\nX = mb.describe(a, b)\nprint('SHAPE', X.shape, 'ZERO', bool((X == 0).all()))\n",
+                       timeout=90)
+    assert r.returncode == 0, f"{name}: exit {r.returncode}\n{r.stderr[-2000:]}"
+    assert "SHAPE (2, " in r.stdout and "ZERO True" in r.stdout, r.stdout
 
 
 def test_limits_are_overridable(monkeypatch):

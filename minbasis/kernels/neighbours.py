@@ -133,8 +133,8 @@ def build_batch(atoms_list: Sequence[Atoms], species: Sequence[str], numbers: Se
         pbc = np.asarray(atoms.pbc, dtype=bool)
         geo = check_structure_geometry(k, pos, np.asarray(atoms.cell.array, dtype=np.float64), pbc, float(r_cut),
                                        min_distance, max_pairs)
-        i, j, D = nl.compute(points=pos, box=np.ascontiguousarray(geo.box, dtype=np.float64), periodic=geo.periodic,
-                             quantities="ijD")
+        # geo.points/geo.box: the same pairs (i, j, r_ij) as the structure, in a fully periodic box
+        i, j, D = nl.compute(points=geo.points, box=geo.box, periodic=True, quantities="ijD")
         d = np.linalg.norm(D, axis=1) if len(D) else np.zeros(0)
         if len(d) and d.min() < min_distance:
             q = int(np.argmin(d))
