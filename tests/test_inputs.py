@@ -643,3 +643,15 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, boom)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_absurd_label_magnitudes():
+    from minbasis.fit import get_labels
+
+    a = molecule("H2O")
+    a.info["e"] = 1e300
+    with pytest.raises(LabelError, match="beyond"):
+        get_labels([a], "e", None)
+    a.arrays["f"] = np.full((3, 3), 1e200)
+    with pytest.raises(LabelError, match="beyond"):
+        get_labels([a], None, "f")

@@ -77,6 +77,10 @@ def _calc_value(atoms: Atoms, name: str):
     return results.get(name)
 
 
+#: Largest magnitude of a label (eV, eV/Å, eV/Å³): beyond it squares overflow in the solvers.
+MAX_LABEL = 1e12
+
+
 def _real_array(k: int, what: str, key: str, value) -> np.ndarray:
     """A label as a float array; strings, booleans, objects and complex numbers are refused."""
     if isinstance(value, (str, bytes)):
@@ -102,6 +106,8 @@ def _energy(k: int, atoms: Atoms, key: str) -> float:
     value = float(arr.reshape(()))
     if not np.isfinite(value):
         raise LabelError(f"structure {k}: energy {key!r} is not finite")
+    if abs(value) > MAX_LABEL:
+        raise LabelError(f"structure {k}: energy {key!r} = {value:.3g} eV is beyond ±{MAX_LABEL:g}; check the units")
     return value
 
 
@@ -114,6 +120,8 @@ def _forces(k: int, atoms: Atoms, key: str) -> np.ndarray:
     value = _real_array(k, "forces", key, value)
     if value.shape != (len(atoms), 3) or not np.isfinite(value).all():
         raise LabelError(f"structure {k}: forces {key!r} must be finite with shape ({len(atoms)}, 3), got {value.shape}")
+    if np.abs(value).max() > MAX_LABEL:
+        raise LabelError(f"structure {k}: forces {key!r} beyond ±{MAX_LABEL:g} eV/Å; check the units")
     return value
 
 
@@ -130,6 +138,8 @@ def _stress(k: int, atoms: Atoms, key: str) -> np.ndarray:
         value = matrix_to_voigt(value)
     if value.shape != (6,) or not np.isfinite(value).all():
         raise LabelError(f"structure {k}: stress {key!r} must be 6 Voigt or 3×3 finite values, got shape {value.shape}")
+    if np.abs(value).max() > MAX_LABEL:
+        raise LabelError(f"structure {k}: stress {key!r} beyond ±{MAX_LABEL:g} eV/Å³; check the units")
     if not atoms.pbc.all():
         raise LabelError(f"structure {k}: stress {key!r} given for a structure that is not periodic in all directions")
     return value
