@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed and memory of ``minbasis.describe`` on the design.md section 7 workloads.
+"""Speed and memory of ``minbasis.describe`` on the workloads of benchmarks/README.md.
 
 What is timed, for each workload × basis × thread count (each case in a fresh subprocess so
 that its peak memory is its own):
@@ -12,9 +12,9 @@ that its peak memory is its own):
                 position gradients (the full Jacobian, G × 3 × F);
 * ``linear``    ``LinearModel(basis, weights, e0).predict(atoms)``: energies, forces and
                 stress of a linear model, back-propagated through the moments without
-                building the Jacobian (design.md 3.5), i.e. the fast force path.
+                building the Jacobian (docs/theory/conventions.md), i.e. the fast force path.
 
-Workloads (design.md 7): fcc Cu a = 3.61 Å 10×10×10 conventional cells (4000 atoms),
+Workloads: fcc Cu a = 3.61 Å 10×10×10 conventional cells (4000 atoms),
 diamond Si a = 5.43 Å 8×8×8 (4096 atoms), both rattled 0.02 Å (seed 42); 1000 ethanol
 molecules, molecule k rattled 0.05 Å with seed k, passed as one list; r_cut = 5 Å.
 Bases: ``pace``  = Basis.ace(species, 5.0, n_max=[8, 8, 3], l_max=[0, 6, 3], order=3),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Hardware limit: floating-point operations per stage and achieved GFLOP/s (issue 6, item 3).
 
-For one workload and basis (default: Cu fcc, the pacemaker-style basis of design.md 7), on
+For one workload and basis (default: Cu fcc, the pacemaker-style basis of benchmarks/README.md), on
 one thread, this script
 
 1. counts the floating-point operations per atom of each stage of the CPU kernels, from the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed of the CuPy (GPU) path of minbasis on the design.md section 7 workloads.
+"""Speed of the CuPy (GPU) path of minbasis on the workloads of benchmarks/README.md.
 
 What is timed, for each workload × basis × dtype (float64, float32):
 

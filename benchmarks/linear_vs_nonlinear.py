@@ -1,4 +1,4 @@
-"""Linear or nonlinear? Learning curves of three model families on the same folds (design.md 4).
+"""Linear or nonlinear? Learning curves of three model families on the same folds (docs/theory/fitting.md).
 
 Compared on ethanol MP2/cc-pVDZ energies and forces (``../shared/data/ethanol_mf.extxyz``,
 keys ``energy_high`` / ``forces_high``), all built from one ACE hyper-parameter set

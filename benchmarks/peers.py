@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""minbasis against peer codes on the design.md section 7 workloads, side by side in one run.
+"""minbasis against peer codes on the workloads of benchmarks/README.md, side by side in one run.
 
 Rows (``--peers``), each with and without position gradients where the code has them:
 

@@ -9,6 +9,7 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from .errors import MinbasisError
+from .invariants.ace import MAX_ORDER
 from .spec import BasisSpec
 from .validate import as_float, as_int, check_ace_size, check_r_cut, check_radial_scale, check_seed, check_species
 
@@ -58,7 +59,7 @@ class Basis:
     def ace(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
             order: int, *, total_degree: float | None = None, l_weight: float = 1.0,
             radial_scale: float = 5.0, max_size: float | None = None) -> "Basis":
-        """Linearly independent ("full") ACE basis (design.md 3.2).
+        """Linearly independent ("full") ACE basis (docs/theory/ace.md).
 
         Parameters
         ----------
@@ -72,7 +73,8 @@ class Basis:
         l_max : int or list of int (one per order)
             Largest l allowed at each order (pacemaker's ``lmax_by_orders``).
         order : int
-            Correlation order ν, 1..4 (body order ν + 1).
+            Correlation order ν, 1..6 (body order ν + 1); for ν ≥ 5 keep the basis tractable with
+            ``total_degree`` or small per-order ``l_max``.
         total_degree : float, optional
             Keep only products with Σ_k (n_k + 1 + l_weight · l_k) ≤ total_degree.
         l_weight : float
@@ -89,14 +91,14 @@ class Basis:
         ------
         MinbasisError (a ValueError)
             Unknown or repeated species, r_cut not a finite distance in 0.5..1000 Å, order not
-            an integer in 1..4, n_max / l_max not integers (non-integers are never truncated) or
+            an integer in 1..MAX_ORDER, n_max / l_max not integers (non-integers are never truncated) or
             per-order lists of the wrong length, non-finite total_degree / l_weight,
             radial_scale outside 0..700, or a size estimate above the limit.
         """
         from .invariants import enumerate_ace, per_order
 
         species = _check_species_r_cut(species, r_cut)
-        order = as_int("order (correlation order ν)", order, minimum=1, maximum=4)
+        order = as_int("order (correlation order ν)", order, minimum=1, maximum=MAX_ORDER)
         n_list = per_order(n_max, order, "n_max")
         l_list = per_order(l_max, order, "l_max")
         if total_degree is not None:
@@ -118,7 +120,7 @@ class Basis:
                   max_factors: int, *, symmetric: str = "stf", include_products: bool = False,
                   einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0,
                   max_size: float | None = None) -> "Basis":
-        """Cartesian moment-tensor invariants (design.md 3.3): full contractions of
+        """Cartesian moment-tensor invariants (docs/theory/cartesian.md): full contractions of
         M_{z,n,l} = Σ_j R_n(r_ij) T_l(r̂_ij), one per non-isomorphic contraction multigraph.
 
         Sources: Shapeev, Multiscale Model. Simul. 14, 1153 (2016) (moment tensor potentials);
@@ -284,7 +286,7 @@ class Basis:
 
     def minimal(self, *, n_points: int = 3, seed: int = 0, tol: float = 1e-7,
                 order: str | Sequence[int] | None = None) -> "Basis":
-        """Functionally independent subset, by greedy Jacobian-rank pruning (design.md 3.4).
+        """Functionally independent subset, by greedy Jacobian-rank pruning (docs/theory/completeness.md).
 
         The result keeps the order of the full basis and records every decision (with its
         singular-value gap) in ``spec.pruning``. Cached on disk by (basis hash, n_points, seed,

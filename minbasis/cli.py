@@ -1,4 +1,4 @@
-"""The ``minbasis`` command line (design.md 8).
+"""The ``minbasis`` command line (user guide: docs/guide/).
 
 Every subcommand has ``--help``. Errors end with exit code 2 and a single line
 ``minbasis: error: <reason>`` on standard error.
@@ -86,6 +86,25 @@ def _resolve_stress(frames, key: str | None) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``minbasis`` command."""
+    from .fit.compare import CompareConfig
+    from .fit.linear import LinearFitConfig
+    from .fit.mf_cli import config_defaults
+    from .fit.mlp import MLPFitConfig
+    from .fit.mlp_mf import MLPMultiFidelityConfig
+    from .fit.multifidelity import PIWSLConfig
+
+    # every default below is read from a configuration dataclass (tests/test_mlp.py checks that they agree)
+    lin, mlp, mf, cmp, piwsl = (config_defaults(LinearFitConfig), config_defaults(MLPFitConfig),
+                                config_defaults(MLPMultiFidelityConfig), config_defaults(CompareConfig),
+                                config_defaults(PIWSLConfig))
+
+    def both(name: str, fmt=str) -> str:
+        a, b = fmt(mlp[name]), fmt(mf[name])
+        return f"default {a}" if a == b else f"default {a} for mlp, {b} for mlp-mf"
+
+    def widths(h) -> str:
+        return ",".join(map(str, h)) if isinstance(h, (tuple, list)) else str(h)
+
     parser = argparse.ArgumentParser(
         prog="minbasis",
         description="Minimal complete ACE descriptor bases: build a basis, compute descriptors, fit and "
@@ -141,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="structures file (extxyz, …)")
     p.add_argument("--basis", required=True, help="basis JSON written by `minbasis basis`")
     p.add_argument("--gradients", action="store_true", help="also write position and strain gradients")
-    p.add_argument("-o", "--output", required=True, help="output .npz")
+    p.add_argument("--dask", default=None, metavar="CLUSTER",
+                   help="describe on Dask (local:N or tcp://HOST:PORT) into a folder of .npz shards (format: "
+                        "docs of minbasis.cluster; a rerun resumes); needs pip install 'minbasis[dask]'")
+    p.add_argument("--shards", action="store_true", help="write a folder of shards without Dask (resumable)")
+    p.add_argument("--shard-atoms", type=int, default=None, help="atoms per shard (default 2048)")
+    p.add_argument("-o", "--output", required=True, help="output .npz (a folder with --dask or --shards)")
 
     p = sub.add_parser("fit", help="fit a linear ACE potential (or --model mlp|poly) to energies, forces and stress",
                        description="Fit E = Σ_i [E0(Z_i) + c_Z · B_i] by weighted least squares on energies (per "
@@ -154,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "minimal basis (`minbasis basis ... --minimal`).")
     p.add_argument("data", nargs="?", default=None,
                    help="training structures with labels (or give --data FILE:fidelity=... / --config)")
-    p.add_argument("--basis", default=None, help="basis JSON (required unless the --config names it)")
+    p.add_argument("--basis", default=None,
+                   help="basis JSON; leave out (or 'auto') to let fit choose the basis, the observable weights and "
+                        "a smoothness prior on a validation split inside the training data (linear model)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="automatic basis: wall-time budget of the selection and the final fit (default 15)")
+    p.add_argument("--r-cut", type=float, default=None, help="automatic basis: cutoff radius in Å (default 5)")
     p.add_argument("--data", dest="fidelity_data", action="append", default=None, metavar="FILE:fidelity=F:...",
                    help="multi-fidelity training data, repeatable: FILE:fidelity=NAME[:energy_key=K][:forces_key=K]"
                         "[:stress_key=K][:energy_weight=W][:forces_weight=W][:stress_weight=W]; labels not named "
@@ -169,15 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the PIWSL Taylor rows for energy-labelled structures (0: off; paper 1.2)")
     p.add_argument("--piwsl-sc", type=float, default=0.0,
                    help="weight of the PIWSL path-independence rows (0: off; paper 0.01)")
-    p.add_argument("--piwsl-delta", type=float, default=0.05, help="PIWSL displacement size in Å (default 0.05)")
+    p.add_argument("--piwsl-delta", type=float, default=piwsl["delta"],
+                   help=f"PIWSL displacement size in Å (default {piwsl['delta']})")
     _add_label_keys(p)
-    p.add_argument("--energy-weight", type=float, default=30.0, help="weight of per-atom energy rows (1/eV)")
-    p.add_argument("--forces-weight", type=float, default=1.0, help="weight of force rows (Å/eV)")
-    p.add_argument("--stress-weight", type=float, default=30.0, help="weight of per-atom virial rows (1/eV)")
+    p.add_argument("--energy-weight", type=float, default=lin["energy_weight"],
+                   help=f"weight of per-atom energy rows (1/eV; default {lin['energy_weight']})")
+    p.add_argument("--forces-weight", type=float, default=lin["forces_weight"],
+                   help=f"weight of force rows (Å/eV; default {lin['forces_weight']})")
+    p.add_argument("--stress-weight", type=float, default=lin["stress_weight"],
+                   help=f"weight of per-atom virial rows (1/eV; default {lin['stress_weight']})")
     p.add_argument("--config-type-weights", default=None,
                    help='JSON object of extra weights per config_type, e.g. \'{"surface": 2.0}\'')
-    p.add_argument("--solver", default="bayesian", choices=["bayesian", "bayesian_sklearn", "ridge", "ard"])
+    p.add_argument("--solver", default="bayesian", choices=["bayesian", "ridge", "ard"])
     p.add_argument("--alpha", type=float, default=1e-8, help="ridge strength for --solver ridge")
+    p.add_argument("--dask", default=None, metavar="CLUSTER",
+                   help="assemble the linear fit on Dask: local:N (N worker processes here) or tcp://HOST:PORT "
+                        "(a running 'dask scheduler'); needs pip install 'minbasis[dask]'")
     p.add_argument("--model", choices=["linear", "mlp", "poly", "linear-mf", "mlp-mf"], default="linear",
                    help="linear (default): linear in the features; poly: linear in polynomial features; "
                         "mlp: per-species neural network; linear-mf: one linear head per fidelity (--data); "
@@ -186,17 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degree", type=int, default=2, help="poly: largest monomial degree (default 2)")
     p.add_argument("--poly-inputs", type=int, default=None,
                    help="poly: form products among the first K features only (default: all)")
-    p.add_argument("--hidden", type=_int_list, default=64,
-                   help="mlp: hidden-layer widths, one or two comma-separated values (default 64)")
-    p.add_argument("--activation", choices=["tanh", "silu"], default="silu", help="mlp: activation (default silu)")
-    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="mlp: optimiser (default lbfgs)")
-    p.add_argument("--max-iter", type=int, default=3000, help="mlp: L-BFGS iterations or Adam epochs (default 3000)")
-    p.add_argument("--l2", type=float, default=1e-6, help="mlp: weight decay on the weight matrices (default 1e-6)")
-    p.add_argument("--validation-fraction", type=float, default=0.1,
-                   help="mlp: fraction of the structures held out for early stopping (default 0.1; 0 disables)")
-    p.add_argument("--patience", type=int, default=50,
-                   help="mlp: validation checks (every 10 iterations) without improvement before stopping")
-    p.add_argument("--seed", type=_seed, default=0, help="mlp: seed of the initial weights and the validation split")
+    # defaults None: the model's config dataclass decides (MLPFitConfig, MLPMultiFidelityConfig)
+    p.add_argument("--hidden", type=_int_list, default=None,
+                   help=f"mlp: hidden-layer widths, one or two comma-separated values; mlp-mf: one width "
+                        f"({both('hidden', widths)})")
+    p.add_argument("--activation", choices=["tanh", "silu"], default=None,
+                   help=f"mlp, mlp-mf: activation ({both('activation')})")
+    p.add_argument("--optimizer", choices=["lbfgs", "adam"], default=None,
+                   help=f"mlp: optimiser (default {mlp['optimizer']}; mlp-mf always uses lbfgs)")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help=f"mlp, mlp-mf: L-BFGS iterations or Adam epochs ({both('max_iter')})")
+    p.add_argument("--l2", type=float, default=None,
+                   help=f"mlp, mlp-mf: weight decay on the weight matrices ({both('l2')})")
+    p.add_argument("--validation-fraction", type=float, default=None,
+                   help=f"mlp, mlp-mf: fraction of the structures held out for early stopping; 0 disables "
+                        f"({both('validation_fraction')})")
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"mlp, mlp-mf: validation checks (every {mlp['validate_every']} iterations) without "
+                        f"improvement before stopping ({both('patience')})")
+    p.add_argument("--seed", type=_seed, default=None,
+                   help=f"mlp, mlp-mf: seed of the initial weights and the validation split ({both('seed')})")
     p.add_argument("-o", "--output", required=True, help="output model .npz")
 
     p = sub.add_parser("compare", help="linear or nonlinear? learning curves of linear, polynomial and MLP fits",
@@ -223,12 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degree", type=int, default=2, help="poly: largest monomial degree (default 2)")
     p.add_argument("--poly-inputs", type=int, default=None,
                    help="poly: products among the first K minimal features only (default: all)")
-    p.add_argument("--hidden", type=_int_list, default=64, help="mlp: hidden widths (default 64)")
-    p.add_argument("--activation", choices=["tanh", "silu"], default="silu", help="mlp: activation (default silu)")
-    p.add_argument("--l2", type=float, default=1e-6, help="mlp: weight decay (default 1e-6)")
-    p.add_argument("--max-iter", type=int, default=3000, help="mlp: L-BFGS iterations (default 3000)")
-    p.add_argument("--patience", type=int, default=50,
-                   help="mlp: validation checks (every 10 iterations) without improvement before stopping")
+    p.add_argument("--hidden", type=_int_list, default=list(cmp["mlp_hidden"]),
+                   help=f"mlp: hidden widths (default {widths(cmp['mlp_hidden'])})")
+    p.add_argument("--activation", choices=["tanh", "silu"], default=cmp["mlp_activation"],
+                   help=f"mlp: activation (default {cmp['mlp_activation']})")
+    p.add_argument("--l2", type=float, default=cmp["mlp_l2"], help=f"mlp: weight decay (default {cmp['mlp_l2']})")
+    p.add_argument("--max-iter", type=int, default=cmp["mlp_max_iter"],
+                   help=f"mlp: L-BFGS iterations (default {cmp['mlp_max_iter']})")
+    p.add_argument("--patience", type=int, default=cmp["mlp_patience"],
+                   help=f"mlp: validation checks (every 10 iterations) without improvement before stopping "
+                        f"(default {cmp['mlp_patience']})")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out split and of the folds")
     p.add_argument("--threads", type=int, default=None,
                    help="Numba and BLAS threads (default: all; 1 gives per-core timings)")
@@ -277,7 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "them apart")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the random neighbour environments")
     p.add_argument("-o", "--output", required=True, help="output HTML file; the JSON is written next to it")
+    quiet_help = ("no progress bars and no informational messages on standard output (results such as evaluate's "
+                  "table or JSON, compare's table, report's findings and errors still print). Without it, bars are "
+                  "drawn only when standard error is a terminal (MINBASIS_PROGRESS=1 forces them, =0 hides them)")
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    for sp in sub.choices.values():  # also after the subcommand; SUPPRESS keeps a top-level --quiet
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help)
     return parser
+
+
+_QUIET = False
+
+
+def _info(*args, **kwargs) -> None:
+    """print() for informational messages: silent under --quiet."""
+    if not _QUIET:
+        print(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,9 +380,18 @@ def _cmd_describe(args) -> int:
     from .basis import Basis
     from .describe import describe
     from .fit.data import read_structures
+    from .io import atomic_save_npz
 
     check_not_input([args.output], [args.data, args.basis])
     basis = Basis.load(args.basis)
+    if args.dask or args.shards:
+        from .cluster import describe_shards
+
+        index = describe_shards(args.data, basis, args.output, gradients=args.gradients, dask=args.dask,
+                                shard_atoms=args.shard_atoms)
+        print(f"wrote {args.output}/: {len(index['shards'])} shards, {index['n_atoms']} atoms × "
+              f"{index['n_features']} features" + (" with gradients" if args.gradients else ""))
+        return 0
     frames = read_structures(args.data)
     res = describe(frames, basis, gradients=args.gradients, strain_gradients=args.gradients, progress=True)
     out = {"basis_hash": np.array(basis.spec.hash)}
@@ -330,15 +403,9 @@ def _cmd_describe(args) -> int:
         X = res
         out.update(features=X, atom_ptr=np.cumsum([0] + [len(a) for a in frames]))
     out["numbers"] = np.concatenate([a.numbers for a in frames])
-    _save_npz(args.output, out)
+    atomic_save_npz(args.output, out)
     print(f"wrote {args.output}: features {X.shape[0]} atoms × {X.shape[1]}" + (" with gradients" if args.gradients else ""))
     return 0
-
-
-def _save_npz(path: str, arrays: dict) -> None:
-    from .files import atomic_write
-
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _cmd_fit(args) -> int:
@@ -351,8 +418,10 @@ def _cmd_fit(args) -> int:
         from .fit.mf_cli import fit_multifidelity_cli
 
         return fit_multifidelity_cli(args)
-    if args.data is None or args.basis is None:
-        raise MinbasisError("fit needs DATA and --basis (or --data FILE:fidelity=... / --config for multi-fidelity)")
+    if args.data is None:
+        raise MinbasisError("fit needs DATA (or --data FILE:fidelity=... / --config for multi-fidelity)")
+    if args.basis in (None, "auto"):
+        return _fit_auto(args)
     basis = Basis.load(args.basis)
     frames = read_structures(args.data)
     e_key, f_key, s_key = _keys(args)
@@ -370,6 +439,8 @@ def _cmd_fit(args) -> int:
                           stress_weight=args.stress_weight, config_type_weights=ctw, solver=args.solver,
                           alpha=args.alpha)
     t0 = time.perf_counter()
+    if args.dask and args.model != "linear":
+        raise MinbasisError(f"--dask distributes linear fits only; --model {args.model} runs in one process")
     if args.model == "mlp":
         return _fit_mlp(args, basis, frames, (e_key, f_key, s_key), ctw, t0)
     if args.model == "poly":
@@ -382,7 +453,8 @@ def _cmd_fit(args) -> int:
               f"of {basis.n_features}) on {len(frames)} structures ({model.info['n_rows']} rows, solver "
               f"{model.info['solver']}) in {time.perf_counter() - t0:.1f} s; wrote {args.output}")
         return 0
-    model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True)
+    model = fit_linear(basis, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=cfg, progress=True,
+                       dask=args.dask, source_file=args.data if args.dask else None)
     model.save(args.output)
     print(f"fitted {len(basis.species)}×{basis.n_features} coefficients on {len(frames)} structures "
           f"({model.info['n_rows']} rows, solver {model.info['solver']}) in {time.perf_counter() - t0:.1f} s; "
@@ -390,15 +462,42 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _fit_auto(args) -> int:
+    """``minbasis fit DATA -o M`` without --basis: :func:`minbasis.fit.auto.fit_auto`."""
+    from .fit import read_structures
+    from .fit.auto import AutoFitConfig, fit_auto
+
+    if args.model != "linear":
+        raise MinbasisError(f"the automatic basis is for linear fits; --model {args.model} needs --basis")
+    if args.dask:
+        raise MinbasisError("--dask needs an explicit --basis (the automatic selection runs in one process)")
+    frames = read_structures(args.data)
+    e_key, f_key, s_key = _keys(args)
+    s_key = _resolve_stress(frames, s_key)
+    kw = {}
+    if args.budget_minutes is not None:
+        kw["budget_minutes"] = args.budget_minutes
+    if args.r_cut is not None:
+        kw["r_cut"] = args.r_cut
+    if args.validation_fraction is not None:
+        kw["validation_fraction"] = args.validation_fraction
+    if args.seed is not None:
+        kw["seed"] = args.seed
+    t0 = time.perf_counter()
+    model = fit_auto(frames, energy_key=e_key, forces_key=f_key, stress_key=s_key, config=AutoFitConfig(**kw),
+                     progress=True, log=lambda msg: print(msg, flush=True))
+    model.save(args.output)
+    print(f"fitted {len(model.basis.species)}×{model.basis.n_features} coefficients on {len(frames)} structures in "
+          f"{time.perf_counter() - t0:.0f} s; wrote {args.output}")
+    return 0
+
+
 def _fit_mlp(args, basis, frames, keys, ctw, t0) -> int:
     from .fit import MLPFitConfig, fit_mlp
+    from .fit.mf_cli import nn_fit_options
 
-    hidden = args.hidden if isinstance(args.hidden, list) else [args.hidden]
-    cfg = MLPFitConfig(hidden=tuple(hidden), activation=args.activation, energy_weight=args.energy_weight,
-                       forces_weight=args.forces_weight, stress_weight=args.stress_weight, config_type_weights=ctw,
-                       l2=args.l2, optimizer=args.optimizer, max_iter=args.max_iter,
-                       validation_fraction=args.validation_fraction, validation_seed=args.seed,
-                       patience=args.patience, seed=args.seed)
+    cfg = MLPFitConfig(**nn_fit_options(args, MLPFitConfig), energy_weight=args.energy_weight,
+                       forces_weight=args.forces_weight, stress_weight=args.stress_weight, config_type_weights=ctw)
     model = fit_mlp(basis, frames, energy_key=keys[0], forces_key=keys[1], stress_key=keys[2], config=cfg,
                     progress=True)
     model.save(args.output)
@@ -410,36 +509,16 @@ def _fit_mlp(args, basis, frames, keys, ctw, t0) -> int:
     return 0
 
 
-def format_metrics_table(metrics: dict) -> str:
-    """A plain-text table of :func:`~minbasis.fit.error_metrics` output (meV units for readability)."""
-    cols = [("n", "n_structures", 1, "d"), ("E MAE meV/at", "energy_mae_per_atom", 1e3, ".3f"),
-            ("E RMSE meV/at", "energy_rmse_per_atom", 1e3, ".3f"), ("F MAE meV/Å", "forces_mae", 1e3, ".2f"),
-            ("F RMSE meV/Å", "forces_rmse", 1e3, ".2f"), ("S MAE meV/Å³", "stress_mae", 1e3, ".4f"),
-            ("S RMSE meV/Å³", "stress_rmse", 1e3, ".4f")]
-    cols = [c for c in cols if c[1] in metrics]
-    rows = [("all", metrics)] + list(metrics.get("per_config_type", {}).items())
-    width = max(len(r[0]) for r in rows) + 2
-    lines = ["config_type".ljust(width) + "".join(c[0].rjust(15) for c in cols)]
-    for name, m in rows:
-        cells = []
-        for _, key, scale, fmt in cols:
-            v = m.get(key)
-            cells.append((format(v * scale if fmt != "d" else int(v), fmt) if v is not None else "–").rjust(15))
-        lines.append(name.ljust(width) + "".join(cells))
-    return "\n".join(lines)
-
-
 def _cmd_evaluate(args) -> int:
     from .fit import error_metrics, get_labels, load_model, read_structures
+    from .fit.metrics import format_metrics_table
 
     model = load_model(args.model)
     frames = read_structures(args.data)
     e_key, f_key, s_key = _keys(args)
     s_key = _resolve_stress(frames, s_key)
     labels = get_labels(frames, e_key, f_key, s_key)
-    from .fit.mf_cli import predict_at
-
-    metrics = error_metrics(frames, labels, predict_at(model, frames, args.fidelity, progress=not args.json))
+    metrics = error_metrics(frames, labels, model.predict(frames, fidelity=args.fidelity, progress=not args.json))
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -451,7 +530,7 @@ def _cmd_compare(args) -> int:
     from .basis import Basis
     from .fit import read_structures
     from .fit.compare import CompareConfig, compare_models, format_comparison, holdout_split, plot_comparison
-    from .spec import atomic_write_text
+    from .io import atomic_write_text
 
     t0 = time.perf_counter()
     if args.threads is not None:
@@ -481,9 +560,9 @@ def _cmd_compare(args) -> int:
                         mlp_activation=args.activation, mlp_l2=args.l2, mlp_max_iter=args.max_iter,
                         mlp_patience=args.patience,
                         keys={"energy_key": e_key, "forces_key": f_key, "stress_key": _resolve_stress(pool, s_key)})
-    print(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
+    _info(f"pool {len(pool)} structures, held out {len(test)}; full basis {basis.n_features} features per species",
           flush=True)
-    results = compare_models(basis, pool, test, cfg, log=lambda line: print(line, flush=True))
+    results = compare_models(basis, pool, test, cfg, log=lambda line: _info(line, flush=True))
     results["meta"] = {"data": str(args.data), "test": args.test, "basis": str(args.basis),
                        "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d %H:%M")}
     print("\n" + format_comparison(results))
@@ -492,7 +571,7 @@ def _cmd_compare(args) -> int:
     png = plot_comparison(results, out.with_suffix(".png"),
                           f"Linear or nonlinear? {Path(args.data).name}, {len(pool)}-structure pool, {len(test)} held "
                           f"out; bars: min–max over folds")
-    print(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
+    _info(f"wrote {out} and {png} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -516,7 +595,7 @@ def _cmd_report(args) -> int:
     html_path, json_path = write_report(rep, args.output)
     for line in rep["findings"]:
         print(f"- {line}")
-    print(f"wrote {html_path} and {json_path} in {time.perf_counter() - t0:.1f} s")
+    _info(f"wrote {html_path} and {json_path} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -532,7 +611,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    global _QUIET
+    from . import progress as _progress
+
+    quiet = bool(getattr(args, "quiet", False))
+    was_quiet, was_progress_quiet = _QUIET, _progress._QUIET
     try:
+        _QUIET = quiet
+        if quiet:
+            _progress.set_quiet(True)
+        if quiet and args.command in ("basis", "describe", "fit"):  # their standard output is informational only
+            import contextlib
+            import os
+
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except (MinbasisError, OSError) as exc:
         msg = " ".join(str(exc).split())
@@ -541,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minbasis: error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _QUIET = was_quiet
+        _progress.set_quiet(was_progress_quiet)
 
 
 if __name__ == "__main__":  # pragma: no cover

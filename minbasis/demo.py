@@ -30,7 +30,7 @@ def run_demo(seed: int = 0, n_train: int = 180, print_fn=print) -> dict:
     dict: {"full": metrics, "minimal": metrics, "n_features": {...}, "seconds": float}
     """
     from .basis import Basis
-    from .cli import format_metrics_table
+    from .fit.metrics import format_metrics_table
     from .fit import error_metrics, fit_linear, get_labels, read_structures
 
     t0 = time.perf_counter()
@@ -59,5 +59,5 @@ def run_demo(seed: int = 0, n_train: int = 180, print_fn=print) -> dict:
         print_fn(format_metrics_table(metrics))
     out["seconds"] = time.perf_counter() - t0
     print_fn(f"\ndemo finished in {out['seconds']:.0f} s. A linear model needs the full basis; the minimal one "
-             "is the input for nonlinear models (design.md 3.4).")
+             "is the input for nonlinear models (docs/theory/completeness.md).")
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -11,77 +10,15 @@ from ase import Atoms
 from .basis import Basis
 from .errors import MinbasisError
 from .kernels import as_atoms_list, build_batch, features
+from .kernels.batching import GRADIENT_BATCH_BYTES, Descriptors, iter_batches  # noqa: F401 (re-exported)
 from .kernels.evaluate import sample_gradients, sample_keys
 
 __all__ = ["describe", "Descriptors", "iter_batches"]
 
-#: Memory budget (bytes) of the per-pair gradient array of one batch.
-GRADIENT_BATCH_BYTES = 512 * 1024**2
-
-
-@dataclass
-class Descriptors:
-    """Features with their gradients (returned by ``describe(..., gradients=True)``).
-
-    Attributes
-    ----------
-    features : (N, F) float64
-        Per-atom invariants, rows in input order (all structures concatenated).
-    gradient_samples : (G, 2) int64
-        Rows [i, k]: the derivative of the features of atom i with respect to the position of
-        atom k (global indices into ``features``); every i has a row with k = i.
-    position_gradients : (G, 3, F) float64
-        ∂B_{i,f}/∂r_{k,a} in 1/Å per feature unit.
-    strain_gradients : (N, 3, 3, F) float64 or None
-        ∂B_{i,f}/∂ε_{ab} = Σ_j (r_ij)_a ∂B_{i,f}/∂(r_ij)_b (unit-less), present when requested.
-    atom_ptr : (M+1,) int64
-        Offsets of each structure's atoms in ``features``.
-    """
-
-    features: np.ndarray
-    gradient_samples: np.ndarray
-    position_gradients: np.ndarray
-    strain_gradients: np.ndarray | None
-    atom_ptr: np.ndarray
-
-
-def iter_batches(atoms_list: list[Atoms], basis: Basis, budget_bytes: float, bytes_per_pair: float,
-                 progress: str | None = None):
-    """Yield (first structure index, list of structures, Batch) with about ``budget_bytes`` of pairs each.
-
-    The pair count is estimated as 60 per atom (dense metals at 5 Å have about 42). With
-    ``progress`` set, a tqdm bar with that description counts structures.
-    """
-    plan = basis.plan
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(atoms_list), desc=progress, unit="structure", leave=False)
-    start = 0
-    try:
-        while start < len(atoms_list):
-            stop = start
-            pairs = 0.0
-            while stop < len(atoms_list):
-                est = len(atoms_list[stop]) * 60.0
-                if stop > start and (pairs + est) * bytes_per_pair > budget_bytes:
-                    break
-                pairs += est
-                stop += 1
-            chunk = atoms_list[start:stop]
-            yield start, chunk, build_batch(chunk, plan.species, plan.numbers, plan.r_cut)
-            if bar is not None:
-                bar.update(len(chunk))
-            start = stop
-    finally:
-        if bar is not None:
-            bar.close()
-
 
 def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients: bool = False,
              strain_gradients: bool = False, progress: bool = False, device: str = "cpu",
-             dtype: str = "float64") -> np.ndarray | Descriptors:
+             dtype: str = "float64", output: str = "numpy") -> np.ndarray | Descriptors:
     """Evaluate the basis for every atom of one or several structures.
 
     Parameters
@@ -92,7 +29,8 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     gradients : bool
         Also return position gradients (and strain gradients if ``strain_gradients``).
     progress : bool
-        Show a tqdm progress bar over batches.
+        Show a tqdm progress bar over batches (only when stderr is a terminal; see
+        :mod:`minbasis.progress`).
     device : "cpu" or "gpu"
         "cpu": the Numba kernels. "gpu": CuPy on the current CUDA device
         (:mod:`minbasis.kernels.gpu`; neighbour lists are still built on the host), float64,
@@ -100,11 +38,18 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     dtype : "float64" or "float32"
         Precision of the GPU evaluation (every stage, sums included); the CPU kernels are
         float64 only.
+    output : "numpy" or "tensormap"
+        "tensormap": a ``metatensor.TensorMap`` (needs ``pip install "minbasis[metatensor]"``;
+        CPU only) with one block per centre species (key ``center_type``), samples
+        ``["system", "atom"]`` and, with ``gradients``, a ``"positions"`` gradient block and with
+        ``strain_gradients`` ``"strain"`` and ``"cell"`` gradient blocks, in featomic's layout
+        (:mod:`minbasis.metatensor_output`).
 
     Returns
     -------
     numpy.ndarray (cupy.ndarray with device="gpu"), float64, shape (total atoms, n_features),
-    rows in input order; or :class:`Descriptors` when ``gradients`` is True.
+    rows in input order; or :class:`Descriptors` when ``gradients`` is True; or a
+    ``metatensor.TensorMap`` with output="tensormap".
 
     Raises
     ------
@@ -113,11 +58,20 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     SpeciesError
         A species that is not in ``basis.species``.
     MinbasisError
-        An unknown ``device`` or ``dtype``, float32 on the CPU, or device="gpu" when CuPy is not
-        installed or no CUDA device is usable.
+        An unknown ``device``, ``dtype`` or ``output``, float32 on the CPU, device="gpu" when CuPy is
+        not installed or no CUDA device is usable, or output="tensormap" without metatensor.
     """
     if not isinstance(basis, Basis):
         raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+    if output != "numpy":
+        if output != "tensormap":
+            raise MinbasisError(f"output must be 'numpy' or 'tensormap', got {output!r}")
+        if device != "cpu" or np.dtype(dtype) != np.float64:
+            raise MinbasisError('output="tensormap" is computed on the CPU in float64')
+        from .metatensor_output import to_tensormap
+
+        grads = (("positions",) if gradients else ()) + (("strain", "cell") if strain_gradients else ())
+        return to_tensormap(as_atoms_list(atoms_or_list), basis, grads, describe_fn=describe)
     if dtype not in ("float64", "float32", np.float64, np.float32):
         raise MinbasisError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     if device != "cpu":
@@ -161,9 +115,9 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     a0 = s0 = 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=len(atoms_list), desc="describe", unit="structure", leave=False)
+        bar = progress_bar(total=len(atoms_list), desc="describe", unit="structure")
     try:
         for (start, stop), (na, ns) in zip(ranges, counts):
             chunk = atoms_list[start:stop]

@@ -22,7 +22,7 @@ Layout of the JSON object (format version :data:`minbasis._version.BASIS_FORMAT_
     }
 
 An invariant is B = Σ_terms coef · Π_k A[z_k, n_k, l_k, μ_k] where A are the density
-moments (design.md 3.2) and μ = m + l indexes the real spherical harmonics.
+moments (docs/theory/ace.md) and μ = m + l indexes the real spherical harmonics.
 
 General form (format version 2): an invariant may give ``"monomials": [[coef, [[z, n, l, μ],
 ...]], ...]`` instead of ``"terms"``, for polynomials whose monomials are products of different
@@ -44,7 +44,7 @@ from typing import Any
 
 from ._version import BASIS_FORMAT_VERSION, READABLE_BASIS_FORMAT_VERSIONS, __version__
 from .errors import FileFormatError
-from .files import atomic_write_text  # re-exported: the one atomic writer (minbasis.files)
+from .io import atomic_write_text
 
 __all__ = ["BasisSpec", "canonical_hash", "atomic_write_text", "invariant_monomials", "invariant_moments"]
 

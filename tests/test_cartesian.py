@@ -1,4 +1,4 @@
-"""Cartesian tensor invariants (design.md 3.3, 3.4): the exact STF ↔ Y map, contraction-graph
+"""Cartesian tensor invariants (docs/theory/cartesian.md, completeness.md): the exact STF ↔ Y map, contraction-graph
 enumeration, the HIP-HOP-NN counts, one pruning engine for ACE and Cartesian candidates, rank with
 respect to neighbour positions, and the kernels (invariance, gradients, agreement with explicit
 tensor contractions, and the same function space as ACE)."""
@@ -31,12 +31,12 @@ from minbasis.invariants import (
     moment_variables,
     prune_candidates,
 )
-from minbasis.completeness import neighbour_rank
-from minbasis.completeness import rank_bound as max_neighbour_rank
+from minbasis.local_completeness import neighbour_rank
+from minbasis.local_completeness import rank_bound as max_neighbour_rank
 from minbasis.invariants.cartesian import cartesian_to_spherical_exact
 from minbasis.kernels.primitives import radial_values
 
-# design.md 3.3: number of HIP-HOP-NN invariants for one radial channel
+# docs/theory/cartesian.md: number of HIP-HOP-NN invariants for one radial channel
 HIPHOP_COUNTS = {(1, 0): 1, (1, 1): 1, (1, 2): 1, (1, 3): 1,
                  (2, 0): 1, (2, 1): 2, (2, 2): 3, (2, 3): 4,
                  (3, 0): 1, (3, 1): 2, (3, 2): 5, (3, 3): 7,
@@ -375,7 +375,7 @@ def test_linear_identities_are_exact():
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. HIP-HOP-NN counts and functional independence (design.md 3.3, 3.4)
+# 3. HIP-HOP-NN counts and functional independence (docs/theory/cartesian.md, docs/theory/completeness.md)
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("max_factors,l_max", sorted(HIPHOP_COUNTS))
 def test_hiphop_counts_and_independence(max_factors, l_max):
@@ -411,7 +411,7 @@ def test_full_enumeration_prunes_to_v_minus_3():
     # plain tensors reach the same maximum
     kept, rec = prune_candidates(enumerate_cartesian(1, 4, 2, 3, symmetric="plain", use_cache=False))
     assert len(kept) == 29 == rec["max_rank"]
-    # special cases of design.md 3.4: scalars only → V; scalars and one vector → V − 2
+    # special cases of docs/theory/completeness.md: scalars only → V; scalars and one vector → V − 2
     assert len(prune_candidates(enumerate_cartesian(2, 3, 2, 0, use_cache=False))[0]) == 4
     assert len(prune_candidates(enumerate_cartesian(1, 4, 1, 1, use_cache=False))[0]) == 2
 
@@ -478,7 +478,7 @@ def test_from_invariants_and_file_round_trip(tmp_path, cart_cu_plain):
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. rank with respect to neighbour positions (design.md 3.4)
+# 5. rank with respect to neighbour positions (docs/theory/completeness.md)
 # ---------------------------------------------------------------------------------------------
 def test_neighbour_rank_of_the_13_hiphop_invariants():
     basis = mb.Basis.cartesian(["Cu"], 4.0, 1, 3, 4, einsums="hiphop")

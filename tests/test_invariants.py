@@ -1,5 +1,5 @@
 """Symbolic layer: couplings are O(3) invariants, their number matches character theory, and
-functional pruning reaches the known maximal number of independent invariants (design.md 3.2, 3.4)."""
+functional pruning reaches the known maximal number of independent invariants (docs/theory/ace.md, completeness.md)."""
 
 from __future__ import annotations
 
@@ -452,7 +452,7 @@ def test_functional_prune_needs_three_points():
 
 
 def test_neighbour_rank_of_the_13_invariants():
-    """design.md 3.4: the rank of the 13 one-channel invariants with respect to N neighbour
+    """docs/theory/completeness.md: the rank of the 13 one-channel invariants with respect to N neighbour
     positions around a fixed centre is min(13, 3N − 3)."""
     import minbasis as mb
     from ase import Atoms

@@ -1,5 +1,5 @@
 """Numba kernels: primitives against scipy and finite differences, invariance of ``describe``,
-position/strain gradients and the forces and stress of linear models (design.md 3.1, 3.5)."""
+position/strain gradients and the forces and stress of linear models (docs/theory/bases.md, docs/theory/conventions.md)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from minbasis.errors import FileFormatError, MinbasisError
 from minbasis.fit import (LinearFitConfig, LinearModel, MLPFitConfig, MLPModel, PolynomialFeatures, PolynomialModel,
                           error_metrics, fit_linear, fit_mlp, fit_polynomial, get_labels, load_model, read_structures)
 from minbasis.fit.atomic import DescriptorSet, fit_e0, fit_standardiser, forces_from_gradients
-from minbasis.fit.mlp import _init_params, _Objective, _pack, _shapes, _unpack, mlp_loss
+from minbasis.fit.mlp import _architecture, _Objective, mlp_loss
 
 KEYS = {"energy_key": "energy_high", "forces_key": "forces_high"}
 
@@ -70,12 +70,12 @@ def _objective(basis, atoms, labels_keys, hidden, activation, stress=False, l2=1
     mean, std = fit_standardiser(data.features, data.channels, C)
     e0 = fit_e0(atoms, data.channels, labels.energy, C)
     cfg = MLPFitConfig(hidden=hidden, activation=activation, l2=l2)
-    shapes = _shapes(C, basis.n_features, hidden, linear)
-    obj = _Objective(data, labels, cfg, shapes, mean, std, 0.8, e0, len(atoms))
+    arch = _architecture(C, basis.n_features, hidden, linear)
+    obj = _Objective(data, labels, cfg, arch, mean, std, 0.8, e0, len(atoms))
     rng = np.random.default_rng(seed)
-    theta = _pack(_init_params(shapes, 0))
+    theta = arch.init(0)
     theta = theta + 0.3 * rng.standard_normal(theta.shape)  # away from the symmetric start
-    return obj, theta, shapes, (mean, std, e0)
+    return obj, theta, arch, (mean, std, e0)
 
 
 def _check_gradient(obj, theta, n_check=16, h=1e-6):
@@ -109,11 +109,11 @@ def test_loss_gradient_with_stress(emt_cells):
 
 def test_uncached_descriptor_chunks_give_the_same_loss(frames, basis):
     """With a zero cache budget every chunk is recomputed on access; the loss is unchanged."""
-    obj, theta, shapes, (mean, std, e0) = _objective(basis, frames[:6], ("energy_high", "forces_high"), (5,), "silu")
+    obj, theta, arch, (mean, std, e0) = _objective(basis, frames[:6], ("energy_high", "forces_high"), (5,), "silu")
     labels = get_labels(frames[:6], **KEYS)
     data = DescriptorSet(basis, frames[:6], chunk_bytes=1, cache_bytes=0)
     assert len(data) == 6 and not data.fully_cached and data.cached_bytes == 0
-    other = _Objective(data, labels, obj.cfg, shapes, mean, std, 0.8, e0, 6)
+    other = _Objective(data, labels, obj.cfg, arch, mean, std, 0.8, e0, 6)
     l1, g1, _ = obj(theta)
     l2, g2, _ = other(theta)
     assert l2 == pytest.approx(l1, rel=1e-12)
@@ -123,9 +123,9 @@ def test_uncached_descriptor_chunks_give_the_same_loss(frames, basis):
 def test_forces_and_stress_are_energy_derivatives(frames, basis, emt_cells):
     """Predicted forces = −∂E/∂r and stress = (1/V) ∂E/∂ε by central differences; the training-time
     chain rule through ∂B/∂r gives the same forces as the Jacobian-free prediction."""
-    obj, theta, shapes, (mean, std, e0) = _objective(basis, frames[:2], ("energy_high", "forces_high"), (5, 4), "tanh",
-                                                     linear=True)
-    model = MLPModel(basis=basis, params=_unpack(theta, shapes), mean=mean, std=std, scale=0.8, e0=e0, activation="tanh")
+    obj, theta, arch, (mean, std, e0) = _objective(basis, frames[:2], ("energy_high", "forces_high"), (5, 4), "tanh",
+                                                   linear=True)
+    model = MLPModel(basis=basis, params=[p[0] for p in arch.unpack(theta)], mean=mean, std=std, scale=0.8, e0=e0, activation="tanh")
     atoms = frames[50]
     pred = model.predict(atoms)
     h = 1e-5
@@ -145,8 +145,8 @@ def test_forces_and_stress_are_energy_derivatives(frames, basis, emt_cells):
     np.testing.assert_allclose(F_chain, np.concatenate(model.predict(frames[:2]).forces), atol=1e-10)
     # stress on a periodic cell
     cu = mb.Basis.ace(["Cu", "Ni"], 4.0, [3, 2], [0, 1], 2)
-    obj, theta, shapes, (mean, std, e0) = _objective(cu, emt_cells[:2], ("energy", "forces"), (4,), "silu")
-    model = MLPModel(basis=cu, params=_unpack(theta, shapes), mean=mean, std=std, scale=0.8, e0=e0, activation="silu")
+    obj, theta, arch, (mean, std, e0) = _objective(cu, emt_cells[:2], ("energy", "forces"), (4,), "silu")
+    model = MLPModel(basis=cu, params=[p[0] for p in arch.unpack(theta)], mean=mean, std=std, scale=0.8, e0=e0, activation="silu")
     cell = emt_cells[3]
     stress = model.predict(cell).stress[0]
     eps = 1e-7
@@ -304,15 +304,16 @@ def test_polynomial_fit_forces_and_files(tmp_path: Path, frames, basis):
             fd[i, a] = -(model.predict(ap).energy[0] - model.predict(am).energy[0]) / (2 * h)
     np.testing.assert_allclose(pred.forces[0], fd, atol=1e-6 * max(1.0, np.abs(fd).max()))
     # design rows (product rule through dB/dr) reproduce the predictions
-    from minbasis.fit.poly import _poly_design
+    from minbasis.fit.poly import _poly_equations
 
     sub = frames[:4]
     data = DescriptorSet(basis, sub)
-    dm = _poly_design(data, get_labels(sub, **KEYS), LinearFitConfig(), model.poly, model.mean, model.std)
-    rows = dm.A @ model.weights.ravel()
+    eq = _poly_equations(data, get_labels(sub, **KEYS), LinearFitConfig(), model.poly, model.mean, model.std,
+                         max_rows=10**9)
+    AE, yE, CE, AO, yO = eq.rows()
     p = model.predict(sub)
-    np.testing.assert_allclose(rows[4:], np.concatenate(p.forces).ravel(), atol=1e-10)
-    np.testing.assert_allclose(rows[:4] + dm.counts @ model.e0, 30.0 * p.energy / 9, rtol=1e-12)
+    np.testing.assert_allclose(AO @ model.weights.ravel(), np.concatenate(p.forces).ravel(), atol=1e-10)
+    np.testing.assert_allclose(AE @ model.weights.ravel() + CE @ model.e0, 30.0 * p.energy / 9, rtol=1e-12)
     # degree 1 on standardised features spans the same space as the linear model
     lin = fit_linear(basis, frames[:40], config=LinearFitConfig(solver="ridge", alpha=1e-10), **KEYS)
     deg1 = fit_polynomial(basis, frames[:40], degree=1, config=LinearFitConfig(solver="ridge", alpha=1e-10), **KEYS)
@@ -337,13 +338,14 @@ def test_polynomial_stress_rows(emt_cells):
     basis = mb.Basis.ace(["Cu", "Ni"], 4.0, [3, 2], [0, 1], 2)
     model = fit_polynomial(basis, emt_cells, degree=2, n_product_inputs=4, stress_key="stress",
                            config=LinearFitConfig(solver="ridge", alpha=1e-6))
-    from minbasis.fit.poly import _poly_design
+    from minbasis.fit.poly import _poly_equations
 
     data = DescriptorSet(basis, emt_cells, strain=True)
     labels = get_labels(emt_cells, "energy", "forces", "stress")
-    dm = _poly_design(data, labels, LinearFitConfig(), model.poly, model.mean, model.std)
+    eq = _poly_equations(data, labels, LinearFitConfig(forces_weight=0.0), model.poly, model.mean, model.std,
+                         max_rows=10**9)
     pred = model.predict(emt_cells)
-    rows = dm.A[dm.kind == "V"] @ model.weights.ravel()
+    rows = eq.rows()[3] @ model.weights.ravel()
     vol = np.array([a.get_volume() for a in emt_cells])
     n = np.array([len(a) for a in emt_cells])
     np.testing.assert_allclose(rows, (30.0 * pred.stress * vol[:, None] / n[:, None]).ravel(), rtol=1e-9, atol=1e-12)

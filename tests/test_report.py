@@ -21,7 +21,7 @@ import minbasis as mb
 from minbasis.cli import main
 from minbasis.demo import bundled_ethanol_path
 from minbasis.report import completeness, json_path_for
-from minbasis.completeness import centre_jacobian, numerical_rank, rank_bound, random_environment
+from minbasis.local_completeness import centre_jacobian, numerical_rank, rank_bound, random_environment
 from minbasis.report.pairs import (
     DISTINGUISH_RTOL,
     correlation_multiset,

@@ -13,41 +13,34 @@ polynomial features of B) differ only in ε. Everything else lives here:
   descriptor Jacobian — ∂E_i/∂B_i is computed per atom and back-propagated through the ACE
   contraction by the linear-model kernel, one "channel" per atom (cost ≈ two linear
   evaluations);
-* per-species standardisation, E0 by least squares on composition, and the versioned,
-  hashed, atomic ``.npz`` model files shared by every model kind.
+* per-species standardisation and E0 by least squares on composition.
 
-Sign conventions follow design.md 3.5: F = −∂E/∂r; stress σ = (1/V) ∂E/∂ε (eV/Å³, Voigt
+The versioned, hashed model files of every model kind are in :mod:`minbasis.fit.fileio`.
+
+Sign conventions follow docs/theory/conventions.md: F = −∂E/∂r; stress σ = (1/V) ∂E/∂ε (eV/Å³, Voigt
 order xx, yy, zz, yz, xz, xy), ∂B_i/∂ε_ab = Σ_j (r_ij)_a ∂B_i/∂(r_ij)_b.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-import zipfile
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from ase import Atoms
 from numba import njit
 
-from .._version import MODEL_FORMAT_VERSION, __version__
 from ..basis import Basis
 from ..describe import describe, iter_batches
-from ..errors import FileFormatError, LabelError, MinbasisError, SpeciesError
+from ..errors import LabelError, MinbasisError, SpeciesError
 from ..kernels import as_atoms_list, linear_energy_forces
 from ..kernels.evaluate import features as _kernel_features
-from ..files import atomic_write_bytes
-from ..spec import BasisSpec, canonical_hash
 from .data import Labels, check_config_type_weights
+from .fidelity import resolve_fidelity, single_fidelity_names
+from .model import MinbasisCalculator, Prediction, PredictionAccumulator
 
 __all__ = ["DescriptorChunk", "DescriptorSet", "forces_from_gradients", "gradient_adjoint", "predict_atomic",
-           "species_channels", "fit_standardiser", "fit_e0", "array_digest", "write_model_file",
-           "read_model_file"]
+           "species_channels", "fit_standardiser", "fit_e0", "AtomicEnergyModel", "labels_weights", "check_finite"]
 
 
 # -- chain rule kernels ---------------------------------------------------------------------------
@@ -88,7 +81,7 @@ def _adjoint_kernel(samples, J, r, out):  # pragma: no cover - compiled
 def forces_from_gradients(samples: np.ndarray, J: np.ndarray, g: np.ndarray, n_atoms: int) -> np.ndarray:
     """Forces of E = Σ_i E_i(B_i) from per-atom energy gradients, by the chain rule.
 
-    F_k = −Σ_{samples (i, k)} J[(i,k)] · g_i (design.md 3.5).
+    F_k = −Σ_{samples (i, k)} J[(i,k)] · g_i (docs/theory/conventions.md).
 
     Parameters
     ----------
@@ -179,7 +172,7 @@ def fit_standardiser(X: np.ndarray, ch: np.ndarray, n_channels: int) -> tuple[np
 
 def fit_e0(atoms_list: Sequence[Atoms], ch: np.ndarray, energy: np.ndarray | None, n_channels: int,
            given: dict | None = None, species: Sequence[str] = ()) -> np.ndarray:
-    """Reference energies E0 per species, eV (design.md 4).
+    """Reference energies E0 per species, eV (docs/theory/fitting.md).
 
     Given isolated-atom energies are used as they are; otherwise E0 is the minimum-norm least-
     squares solution of Σ_s n_{m,s} E0_s ≈ E_m over the training structures (as the linear fit
@@ -310,9 +303,9 @@ class DescriptorSet:
         cached = 0.0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            bar = tqdm(total=self.n_structures, desc="descriptor gradients", unit="structure", leave=False)
+            bar = progress_bar(total=self.n_structures, desc="descriptor gradients", unit="structure")
         try:
             for c, (a, b) in enumerate(self._bounds):
                 chunk = self._compute(a, b)
@@ -361,7 +354,7 @@ def predict_atomic(basis: Basis, atoms_or_list: Atoms | Sequence[Atoms],
     Two passes per batch: (1) features B (no gradients) and ``energy_and_gradient(B, ch)`` →
     (E_i (N,) eV, ∂E_i/∂B_i (N, F) eV per feature unit); (2) the linear-model kernel with one
     weight row per atom back-propagates ∂E_i/∂B_i through the moments to pair gradients, then
-    forces and virial (design.md 3.5) — no (pairs × 3 × F) Jacobian is stored.
+    forces and virial (docs/theory/conventions.md) — no (pairs × 3 × F) Jacobian is stored.
 
     Returns
     -------
@@ -373,8 +366,6 @@ def predict_atomic(basis: Basis, atoms_or_list: Atoms | Sequence[Atoms],
     StructureError / SpeciesError
         For invalid structures or species outside the basis.
     """
-    from .model import PredictionAccumulator
-
     atoms_list = as_atoms_list(atoms_or_list)
     plan = basis.plan
     acc = PredictionAccumulator()
@@ -390,25 +381,44 @@ def predict_atomic(basis: Basis, atoms_or_list: Atoms | Sequence[Atoms],
 
 
 class AtomicEnergyModel:
-    """Mixin for models E = Σ_i ε(B_i, s_i) that define ``basis`` and
+    """Mixin for single-fidelity models E = Σ_i ε(B_i, s_i) that define ``basis``, ``info`` and
     ``atomic_energies_and_gradients(B (N, F), channels (N,)) -> (E_i (N,) eV, ∂E_i/∂B_i (N, F))``:
-    gives them :meth:`predict` (via :func:`predict_atomic`) and :meth:`calculator`."""
+    gives them the prediction part of the :class:`~minbasis.fit.registry.Model` protocol
+    (:attr:`fidelities`, :meth:`predict`, :meth:`calculator`)."""
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], progress: bool = False):
+    @property
+    def fidelities(self) -> list[str]:
+        """Names of the levels of theory the model predicts: ``[info["fidelity"]]`` when the fit
+        recorded one, else ``[]`` (a single unnamed fidelity)."""
+        return single_fidelity_names(getattr(self, "info", {}))
+
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None,
+                progress: bool = False) -> Prediction:
         """Energies (eV), forces (eV/Å) and stress (eV/Å³, periodic structures) as a
         :class:`~minbasis.fit.model.Prediction` (no descriptor Jacobian is built).
 
+        ``fidelity`` may be None or the model's own fidelity name
+        (:func:`~minbasis.fit.fidelity.resolve_fidelity`).
+
         Raises
         ------
+        MinbasisError
+            Another fidelity name.
         StructureError / SpeciesError
             For invalid structures or species outside the basis.
         """
+        resolve_fidelity(self.fidelities, fidelity)
         return predict_atomic(self.basis, atoms_or_list, self.atomic_energies_and_gradients, progress)
 
-    def calculator(self):
-        """An ASE calculator (:class:`~minbasis.fit.model.MinbasisCalculator`) for this model."""
-        from .model import MinbasisCalculator
+    def calculator(self, fidelity: str | None = None) -> MinbasisCalculator:
+        """An ASE calculator (:class:`~minbasis.fit.model.MinbasisCalculator`) for this model.
 
+        Raises
+        ------
+        MinbasisError
+            A fidelity other than None or the model's own.
+        """
+        resolve_fidelity(self.fidelities, fidelity)
         return MinbasisCalculator(self)
 
 
@@ -418,118 +428,11 @@ def labels_weights(labels: Labels, cfg) -> np.ndarray:
     Raises
     ------
     LabelError
-        Weights that are not finite numbers in [0, 1e6], or all structures weighted 0
+        Weights that are not finite numbers in [0, 1e150], or all structures weighted 0
         (:func:`~minbasis.fit.data.check_config_type_weights`).
     """
     ctw = check_config_type_weights(cfg.config_type_weights, labels.config_type)
     return np.array([ctw.get(str(ct), 1.0) for ct in labels.config_type])
-
-
-# -- model files ------------------------------------------------------------------------------------
-def array_digest(arrays: dict[str, np.ndarray]) -> dict[str, str]:
-    """SHA-256 of every array's dtype, shape and little-endian bytes (for content hashes)."""
-    out = {}
-    for k in sorted(arrays):
-        a = np.asarray(arrays[k])
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<") if a.dtype.kind in "fiu" else a.dtype)
-        h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-        out[k] = h.hexdigest()
-    return out
-
-
-def model_hash(basis: Basis, kind: str, arrays: dict[str, np.ndarray], hyper: dict) -> str:
-    """Content hash of a model file: basis hash, kind, hyper-parameters and array digests."""
-    return canonical_hash({"basis": basis.spec.hash, "kind": kind, "hyper": hyper, "arrays": array_digest(arrays)})
-
-
-def write_model_file(path: str | os.PathLike, kind: str, basis: Basis, arrays: dict[str, np.ndarray],
-                     hyper: dict, info: dict) -> None:
-    """Write a model as a versioned, hashed ``.npz`` (format ``minbasis.model``), atomically.
-
-    Layout (as :meth:`LinearModel.save`): the arrays, ``meta`` (JSON bytes: format,
-    format_version, minbasis_version, kind, hyper, hash, info) and ``basis`` (the embedded
-    basis specification, JSON bytes). The file is written to a temporary name in the target
-    folder and renamed (:func:`minbasis.files.atomic_write`), so a reader never sees a
-    half-written model; the file gets the mode of the one it replaces, or 0666 & ~umask.
-    """
-    meta = {"format": "minbasis.model", "format_version": MODEL_FORMAT_VERSION, "minbasis_version": __version__,
-            "kind": kind, "hyper": hyper, "hash": model_hash(basis, kind, arrays, hyper), "info": info}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                        basis=np.frombuffer(json.dumps(basis.spec.to_dict()).encode(), dtype=np.uint8))
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_model_meta(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read and check the envelope of a model file: (meta dict, all arrays).
-
-    Raises
-    ------
-    FileFormatError
-        Missing, unreadable or corrupt file, not a minbasis model, or another format version.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise FileFormatError(f"no such model file: {path}") from None
-    except IsADirectoryError:
-        raise FileFormatError(f"model file {path} is a folder") from None
-    except MemoryError:
-        raise FileFormatError(f"{path}: not a readable minbasis model file (declares arrays too large to load)") from None
-    except Exception as exc:  # noqa: BLE001 - zlib.error, struct.error, BadZipFile, ...: a corrupt file
-        raise FileFormatError(f"{path}: not a readable minbasis model file ({type(exc).__name__}: {exc})") from exc
-    if "meta" not in arrays or "basis" not in arrays:
-        raise FileFormatError(f"{path}: not a minbasis model (no meta/basis records)")
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileFormatError(f"{path}: corrupt model metadata ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != "minbasis.model":
-        raise FileFormatError(f"{path}: not a minbasis model")
-    if meta.get("format_version") != MODEL_FORMAT_VERSION:
-        raise FileFormatError(f"{path}: model format version {meta.get('format_version')!r} (minbasis "
-                              f"{meta.get('minbasis_version', '?')}) is not supported by minbasis {__version__} "
-                              f"(reads version {MODEL_FORMAT_VERSION}); refit with `minbasis fit`")
-    return meta, arrays
-
-
-def read_model_file(path: str | os.PathLike, kind: str, names: Sequence[str]
-                    ) -> tuple[Basis, dict[str, np.ndarray], dict, dict]:
-    """Read a model file of the given ``kind`` written by :func:`write_model_file`.
-
-    Returns
-    -------
-    (basis, arrays {name: array for name in names}, hyper, info)
-
-    Raises
-    ------
-    FileFormatError
-        As :func:`read_model_meta`; another model kind; missing arrays; content hash mismatch
-        (corrupt or edited file).
-    """
-    meta, arrays = read_model_meta(path)
-    if meta.get("kind", "linear") != kind:
-        raise FileFormatError(f"{path}: a {meta.get('kind', 'linear')!r} model, not {kind!r}; "
-                              f"read any kind with minbasis.fit.load_model")
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise FileFormatError(f"{path}: model file lacks arrays {missing}")
-    try:
-        spec_dict = json.loads(arrays["basis"].tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileFormatError(f"{path}: corrupt embedded basis ({exc})") from exc
-    basis = Basis(BasisSpec.from_dict(spec_dict, source=f"{path} (embedded basis)"))
-    picked = {n: arrays[n] for n in names}
-    hyper = meta.get("hyper", {})
-    try:
-        expected = model_hash(basis, kind, picked, hyper)
-    except (TypeError, ValueError) as exc:
-        raise FileFormatError(f"{path}: corrupt model metadata ({exc})") from exc
-    if expected != meta.get("hash"):
-        raise FileFormatError(f"{path}: content hash mismatch (file corrupt or edited)")
-    return basis, picked, hyper, meta.get("info", {})
 
 
 def check_finite(name: str, *arrays: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Linear or nonlinear? Learning curves of model families on the same folds (design.md 4).
+"""Linear or nonlinear? Learning curves of model families on the same folds (docs/theory/fitting.md#linear-or-nonlinear).
 
 :func:`compare_models` fits, for a list of training sizes and folds, any of
 
@@ -41,11 +41,22 @@ from .metrics import error_metrics
 from .mlp import MLPFitConfig, fit_mlp
 from .poly import fit_polynomial
 
-__all__ = ["MODEL_KINDS", "CompareConfig", "holdout_split", "fold_subsets", "default_sizes", "fit_one",
+__all__ = ["COMPARED_MODELS", "CompareConfig", "holdout_split", "fold_subsets", "default_sizes", "fit_one",
            "compare_models", "format_comparison", "plot_comparison"]
 
-#: The model families :func:`compare_models` knows, in the order of its tables.
-MODEL_KINDS = ("linear_full", "linear_minimal", "poly", "mlp")
+#: The model families :func:`compare_models` knows, in the order of its tables (not the model-file
+#: kinds, which are the keys of :data:`minbasis.fit.registry.MODEL_CLASSES`).
+COMPARED_MODELS = ("linear_full", "linear_minimal", "poly", "mlp")
+
+
+def __getattr__(name: str):
+    """``MODEL_KINDS``: deprecated alias of :data:`COMPARED_MODELS`."""
+    if name == "MODEL_KINDS":
+        import warnings
+
+        warnings.warn("minbasis.fit.compare.MODEL_KINDS is renamed COMPARED_MODELS", DeprecationWarning, stacklevel=2)
+        return COMPARED_MODELS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -55,7 +66,7 @@ class CompareConfig:
     Attributes
     ----------
     models : tuple of str
-        Families to fit, a subset of :data:`MODEL_KINDS`.
+        Families to fit, a subset of :data:`COMPARED_MODELS`.
     sizes : tuple of int or None
         Training sizes (structures); None: :func:`default_sizes` of the pool (4 sizes).
     folds : int
@@ -78,7 +89,7 @@ class CompareConfig:
         ``energy_key``, ``forces_key``, ``stress_key`` for :func:`~minbasis.fit.get_labels`.
     """
 
-    models: tuple[str, ...] = MODEL_KINDS
+    models: tuple[str, ...] = COMPARED_MODELS
     sizes: tuple[int, ...] | None = None
     folds: int = 3
     fold_sizes: tuple[int, ...] | None = None
@@ -97,9 +108,9 @@ class CompareConfig:
     def __post_init__(self) -> None:
         """Raises MinbasisError for an unknown model, a bad fraction, or non-positive counts."""
         self.models = tuple(self.models)
-        unknown = [m for m in self.models if m not in MODEL_KINDS]
+        unknown = [m for m in self.models if m not in COMPARED_MODELS]
         if unknown or not self.models:
-            raise MinbasisError(f"unknown model(s) {unknown or '(none given)'}; choose from {', '.join(MODEL_KINDS)}")
+            raise MinbasisError(f"unknown model(s) {unknown or '(none given)'}; choose from {', '.join(COMPARED_MODELS)}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise MinbasisError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
         if self.folds < 1 or self.repeats < 1 or self.mlp_max_iter < 1:
@@ -204,7 +215,7 @@ def fit_one(kind: str, bases: dict, train: Sequence[Atoms], fit_part: Sequence[A
                      stopped_early=i["stopped_early"], n_fit=len(fit_part), n_validation=len(val_part),
                      history=i["history"])
     else:
-        raise MinbasisError(f"unknown model {kind!r}; choose from {', '.join(MODEL_KINDS)}")
+        raise MinbasisError(f"unknown model {kind!r}; choose from {', '.join(COMPARED_MODELS)}")
     return model, time.perf_counter() - t0, extra
 
 

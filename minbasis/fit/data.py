@@ -146,7 +146,7 @@ def _stress(k: int, atoms: Atoms, key: str) -> np.ndarray:
 
 
 #: Largest config_type weight; larger ones overflow the squared weights of the solvers.
-MAX_CONFIG_TYPE_WEIGHT = 1e6
+MAX_CONFIG_TYPE_WEIGHT = 1e150
 
 
 def check_config_type_weights(weights, config_types: Sequence[str] | None = None) -> dict[str, float]:
@@ -166,7 +166,7 @@ def check_config_type_weights(weights, config_types: Sequence[str] | None = None
     Raises
     ------
     LabelError
-        A weight that is not a finite number in [0, 1e6], keys that are not strings, or every
+        A weight that is not a finite number in [0, 1e150], keys that are not strings, or every
         structure weighted 0 (nothing left to fit).
     """
     import numbers

@@ -1,4 +1,4 @@
-"""Fidelity-aware training sets (design.md 4, "Multi-fidelity").
+"""Fidelity-aware training sets (docs/theory/fitting.md#multi-fidelity).
 
 A multi-fidelity training set is a list of :class:`FidelityData`: structures, the name of the
 level of theory ("fidelity") their labels come from, which labels are present (energy, forces,
@@ -45,7 +45,8 @@ from ase import Atoms
 from ..errors import LabelError, MinbasisError
 from .data import Labels, get_labels, read_structures
 
-__all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "fidelity_names"]
+__all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "fidelity_names", "resolve_fidelity",
+           "single_fidelity_names"]
 
 #: Default weight of each observable (same units and meaning as :class:`~minbasis.fit.linear.LinearFitConfig`):
 #: energy per atom 1/(eV/atom), forces Å/eV, virial per atom 1/(eV/atom).
@@ -138,6 +139,49 @@ def fidelity_names(data: Sequence[FidelityData]) -> list[str]:
         if d.fidelity not in out:
             out.append(d.fidelity)
     return out
+
+
+def single_fidelity_names(info: dict) -> list[str]:
+    """The ``fidelities`` of a single-fidelity model from its provenance: ``[info["fidelity"]]`` when the
+    fit recorded a name (e.g. a head taken out of a multi-fidelity model), else ``[]`` (one unnamed fidelity)."""
+    name = (info or {}).get("fidelity")
+    return [str(name)] if name else []
+
+
+def resolve_fidelity(model_fidelities: Sequence[str], requested: str | None) -> int:
+    """Index of the fidelity a prediction is asked for: the one rule of every model.
+
+    A model with at most one fidelity (``model_fidelities`` empty for an unnamed single-fidelity
+    model, or one name) accepts ``None`` and its own name; a model with several needs one of them.
+
+    Parameters
+    ----------
+    model_fidelities : the model's fidelity names, in head order
+    requested : a name, or None
+
+    Returns
+    -------
+    int, index into ``model_fidelities`` (0 for a single-fidelity model)
+
+    Raises
+    ------
+    MinbasisError
+        A name the model was not trained on, or None for a model with several fidelities; the
+        message lists the known fidelities.
+    """
+    names = [str(f) for f in model_fidelities]
+    if requested is None:
+        if len(names) <= 1:
+            return 0
+        raise MinbasisError(f"this model has several fidelities {names}: choose one with fidelity=NAME "
+                            f"(--fidelity NAME on the command line); known fidelities: {names}")
+    if str(requested) in names:
+        return names.index(str(requested))
+    if not names:
+        raise MinbasisError(f"fidelity {requested!r} given, but this is a single-fidelity model without fidelity "
+                            f"names; leave the fidelity out (known fidelities: none)")
+    raise MinbasisError(f"fidelity {requested!r} was not in the training data of this model; "
+                        f"known fidelities: {names}")
 
 
 _KEYS = {"fidelity", "energy_key", "forces_key", "stress_key", "energy_weight", "forces_weight", "stress_weight"}

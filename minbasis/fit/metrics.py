@@ -10,7 +10,7 @@ from ase import Atoms
 from .data import Labels
 from .model import Prediction
 
-__all__ = ["error_metrics"]
+__all__ = ["error_metrics", "format_metrics_table"]
 
 
 def _block(idx: np.ndarray, atoms_list: Sequence[Atoms], labels: Labels, pred: Prediction) -> dict:
@@ -48,3 +48,22 @@ def error_metrics(atoms_list: Sequence[Atoms], labels: Labels, pred: Prediction)
     out["per_config_type"] = {ct: _block(idx[labels.config_type == ct], atoms_list, labels, pred)
                               for ct in sorted(set(labels.config_type.tolist()))}
     return out
+
+
+def format_metrics_table(metrics: dict) -> str:
+    """A plain-text table of :func:`~minbasis.fit.error_metrics` output (meV units for readability)."""
+    cols = [("n", "n_structures", 1, "d"), ("E MAE meV/at", "energy_mae_per_atom", 1e3, ".3f"),
+            ("E RMSE meV/at", "energy_rmse_per_atom", 1e3, ".3f"), ("F MAE meV/Å", "forces_mae", 1e3, ".2f"),
+            ("F RMSE meV/Å", "forces_rmse", 1e3, ".2f"), ("S MAE meV/Å³", "stress_mae", 1e3, ".4f"),
+            ("S RMSE meV/Å³", "stress_rmse", 1e3, ".4f")]
+    cols = [c for c in cols if c[1] in metrics]
+    rows = [("all", metrics)] + list(metrics.get("per_config_type", {}).items())
+    width = max(len(r[0]) for r in rows) + 2
+    lines = ["config_type".ljust(width) + "".join(c[0].rjust(15) for c in cols)]
+    for name, m in rows:
+        cells = []
+        for _, key, scale, fmt in cols:
+            v = m.get(key)
+            cells.append((format(v * scale if fmt != "d" else int(v), fmt) if v is not None else "–").rjust(15))
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""Command-line glue for multi-fidelity fits (``minbasis fit --data ... --model linear-mf``)."""
+"""Command-line glue of ``minbasis fit``: defaults of the neural-network options, multi-fidelity fits.
+
+Settings come from, in order of precedence: the TOML config (``--config``), the command-line
+options, and the defaults of the configuration dataclasses (:class:`~minbasis.fit.mlp_mf.MLPMultiFidelityConfig`,
+:class:`~minbasis.fit.multifidelity.PIWSLConfig`) — the CLI restates no default of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +12,47 @@ import time
 
 from ..errors import MinbasisError
 
-__all__ = ["fit_multifidelity_cli", "predict_at"]
+__all__ = ["fit_multifidelity_cli", "config_defaults", "nn_fit_options", "NN_FIT_OPTIONS"]
 
 
-def predict_at(model, frames, fidelity: str | None, progress: bool = False):
-    """``model.predict(frames)`` at ``fidelity`` for multi-fidelity models.
+def config_defaults(cls) -> dict:
+    """{field name: default} of a configuration dataclass: the one source of the CLI's defaults.
 
-    Raises
-    ------
-    MinbasisError
-        A fidelity given for a single-fidelity model, none given for a model with several, or
-        a fidelity the model never saw (the message lists the known ones).
+    Parameters
+    ----------
+    cls : a dataclass type (e.g. :class:`~minbasis.fit.MLPFitConfig`)
+
+    Returns
+    -------
+    dict; fields without a default are left out, default factories are called.
     """
-    from .mlp_mf import MLPMultiFidelityModel
-    from .multifidelity import MultiFidelityModel
+    import dataclasses
 
-    if isinstance(model, (MultiFidelityModel, MLPMultiFidelityModel)):
-        if fidelity is None and len(model.fidelities) > 1:
-            raise MinbasisError(f"this model has several fidelities {model.fidelities}: choose one with --fidelity")
-        return model.predict(frames, fidelity=fidelity, progress=progress)
-    if fidelity is not None:
-        raise MinbasisError(f"--fidelity {fidelity!r} given but this is a single-fidelity "
-                            f"{type(model).__name__}")
-    return model.predict(frames, progress=progress)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+#: ``minbasis fit`` options of the neural-network models: option dest → config field. Their argparse
+#: default is None, meaning "the default of the model's config dataclass" (:func:`nn_fit_options`).
+NN_FIT_OPTIONS = {"hidden": "hidden", "activation": "activation", "optimizer": "optimizer", "max_iter": "max_iter",
+                  "l2": "l2", "validation_fraction": "validation_fraction", "patience": "patience", "seed": "seed"}
+
+
+def nn_fit_options(args, config_cls) -> dict:
+    """The neural-network options given on the command line (not None) that ``config_cls`` has, by field name;
+    ``seed`` also sets ``validation_seed``. Options left out take the dataclass defaults."""
+    names = set(config_defaults(config_cls))
+    out = {field: getattr(args, dest) for dest, field in NN_FIT_OPTIONS.items()
+           if field in names and getattr(args, dest, None) is not None}
+    if "seed" in out and "validation_seed" in names:
+        out["validation_seed"] = out["seed"]
+    return out
+
 
 
 def fit_multifidelity_cli(args) -> int:
@@ -73,23 +96,24 @@ def fit_multifidelity_cli(args) -> int:
     basis = Basis.load(basis_path)
     tc = float(settings.get("piwsl_tc", args.piwsl_tc))
     sc = float(settings.get("piwsl_sc", args.piwsl_sc))
+    seed = settings.get("seed", args.seed)
     piwsl = PIWSLConfig(lambda_tc=tc, lambda_sc=sc, delta=float(settings.get("piwsl_delta", args.piwsl_delta)),
-                        seed=int(settings.get("seed", args.seed))) if (tc > 0 or sc > 0) else None
+                        **({} if seed is None else {"seed": int(seed)})) if (tc > 0 or sc > 0) else None
     t0 = time.perf_counter()
     if model_kind == "mlp-mf":
         from .mlp_mf import MLPMultiFidelityConfig, fit_mlp_mf
 
-        hidden = args.hidden if isinstance(args.hidden, int) else args.hidden[0]
-        cfg = MLPMultiFidelityConfig(hidden=int(settings.get("hidden", hidden)),
-                                     shared=settings.get("coupling", args.coupling) != "none",
-                                     l2=float(settings.get("l2", args.l2)),
-                                     max_iter=int(settings.get("max_iter", args.max_iter)),
-                                     validation_fraction=float(settings.get("validation_fraction",
-                                                                            args.validation_fraction)),
-                                     patience=int(settings.get("patience", getattr(args, "patience", 50))),
-                                     activation=str(settings.get("activation", getattr(args, "activation", "silu"))),
-                                     seed=int(settings.get("seed", args.seed)),
-                                     validation_seed=int(settings.get("seed", args.seed)), piwsl=piwsl)
+        opts = nn_fit_options(args, MLPMultiFidelityConfig)
+        opts.update({k: settings[k] for k in ("hidden", "l2", "max_iter", "validation_fraction", "patience",
+                                             "activation") if k in settings})
+        if seed is not None:
+            opts.update(seed=int(seed), validation_seed=int(seed))
+        if isinstance(opts.get("hidden"), (list, tuple)):
+            if len(opts["hidden"]) != 1:
+                raise MinbasisError(f"mlp-mf has one (shared) hidden layer: give one width, e.g. --hidden 64; "
+                                    f"got {opts['hidden']}")
+            opts["hidden"] = opts["hidden"][0]
+        cfg = MLPMultiFidelityConfig(**opts, shared=settings.get("coupling", args.coupling) != "none", piwsl=piwsl)
         model = fit_mlp_mf(basis, data, cfg)
         model.save(output)
         print(f"trained a {'shared' if cfg.shared else 'uncoupled'} MLP (hidden {cfg.hidden}) with heads "

@@ -1,4 +1,4 @@
-"""Shallow neural-network potentials on minbasis descriptors (design.md 4, "Shallow NN").
+"""Shallow neural-network potentials on minbasis descriptors (docs/theory/fitting.md#shallow-neural-networks).
 
 Model (Behler and Parrinello, Phys. Rev. Lett. 98, 146401, 2007: one network per chemical
 species, atomic energies summed)::
@@ -6,7 +6,7 @@ species, atomic energies summed)::
     E = Σ_i [ E0(Z_i) + s · NN_{Z_i}(x_i) ],   x_i = (B_i − μ_{Z_i}) / σ_{Z_i}
 
 B_i are the features of any :class:`~minbasis.Basis` (typically the minimal, functionally
-independent basis, design.md 3.4), standardised per species with the training mean μ and
+independent basis, docs/theory/completeness.md), standardised per species with the training mean μ and
 standard deviation σ; NN_Z is a multilayer perceptron with one or two hidden layers (tanh or
 SiLU) and a linear output; s (eV) is a fixed output unit (the RMS force component of the
 training labels times 1 Å, or the spread of per-atom energies when there are no forces).
@@ -21,7 +21,7 @@ built (:func:`~minbasis.fit.atomic.predict_atomic`).
 
 The parameter gradient of the force loss needs the derivative of ∂NN/∂x with respect to
 the weights ("double back-propagation", Drucker and Le Cun, IEEE Trans. Neural Netw. 3, 991,
-1992); it is computed exactly, as described below.
+1992); it is computed exactly (:func:`minbasis.fit.network.param_gradient`).
 
 Loss (the rows of the linear fit, :mod:`minbasis.fit.linear`, squared and averaged over the
 M training structures)::
@@ -35,15 +35,17 @@ parameters is analytic: forward pass, reverse pass for ∂NN/∂x, then reverse-
 forward-mode directional derivative ∂NN/∂x · u ("double back-propagation"); it is checked
 against finite differences in the tests.
 
-Optimisers: scipy's L-BFGS-B on the full training set (default), or Adam (Kingma and Ba,
-ICLR 2015) on mini-batches of structures. Early stopping: every ``validate_every`` iterations
-(L-BFGS) or epochs (Adam) the loss without the λ term is evaluated on a validation split; the
-parameters with the lowest validation loss are kept and training stops after ``patience``
-checks without improvement. Unless a validation list is given, the split takes the first
+The network math (forward pass, input gradient, double back-propagation) is
+:mod:`minbasis.fit.network` (one head, one trunk per species); the optimisation is
+:func:`minbasis.fit.trainer.train`: scipy's L-BFGS-B on the full training set (default), or
+Adam (Kingma and Ba, ICLR 2015) on mini-batches of structures, with early stopping: every
+``validate_every`` iterations (L-BFGS) or epochs (Adam) the loss without the λ term is
+evaluated on a validation split; the parameters with the lowest validation loss are kept and
+training stops after ``patience`` checks without improvement. Unless a validation list is
+given, the split is :func:`minbasis.fit.trainer.validation_split` (the first
 ``round(validation_fraction · M)`` structures of ``numpy.random.default_rng(validation_seed)
-.permutation(M)`` (at least one when the fraction is > 0 and M ≥ 2), the convention of
-``benchmarks/accuracy.py``. Initial weights are drawn from ``default_rng(seed)``, so a fit is
-reproducible for a given machine and library versions.
+.permutation(M)``, at least one; none for M < 4). Initial weights are drawn from
+``default_rng(seed)``, so a fit is reproducible for a given machine and library versions.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -59,40 +61,31 @@ from ase import Atoms
 from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
-from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients, gradient_adjoint,
-                     labels_weights, read_model_file, write_model_file)
+from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients,
+                     gradient_adjoint, labels_weights)
 from .data import Labels, get_labels, matrix_to_voigt
+from .fileio import load_model_file, read_model_meta, write_model_file
+from .network import (ACTIVATIONS, Architecture, head_output, input_gradient, param_gradient, trunk_forward)
+from .trainer import NetworkFitConfig, blas_threads, output_scale, train, validation_split
 
 __all__ = ["MLPFitConfig", "MLPModel", "fit_mlp", "mlp_loss", "ACTIVATIONS", "OPTIMIZERS"]
 
-ACTIVATIONS = ("tanh", "silu")
 OPTIMIZERS = ("lbfgs", "adam")
-
-
-# -- activations -----------------------------------------------------------------------------------
-def _activation(name: str, a: np.ndarray, order: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """φ(a), φ'(a) and (order 2) φ''(a) of tanh or SiLU (a · sigmoid(a))."""
-    if name == "tanh":
-        t = np.tanh(a)
-        d1 = 1.0 - t * t
-        return t, d1, (-2.0 * t * d1 if order > 1 else None)
-    sig = 0.5 * (1.0 + np.tanh(0.5 * a))  # overflow-free sigmoid
-    d1 = sig * (1.0 + a * (1.0 - sig))
-    d2 = sig * (1.0 - sig) * (2.0 + a * (1.0 - 2.0 * sig)) if order > 1 else None
-    return a * sig, d1, d2
 
 
 # -- configuration -----------------------------------------------------------------------------------
 @dataclass
-class MLPFitConfig:
+class MLPFitConfig(NetworkFitConfig):
     """Architecture, loss weights, optimiser and early stopping of an MLP fit (module docstring).
 
     Attributes
     ----------
+    activation, l2, max_iter, validation_fraction, validation_seed, validate_every, patience, seed, cache_bytes
+        As :class:`~minbasis.fit.trainer.NetworkFitConfig` (defaults silu, 1e-6, 3000, 0.1, 0, 10, 50,
+        0, 2 GiB). Patience 50 checks: L-BFGS validation curves have plateaus of a few hundred
+        iterations after which they fall again, so a short patience stops too early.
     hidden : tuple of int
         Widths of the 1 or 2 hidden layers, e.g. ``(64,)`` or ``(64, 64)``.
-    activation : str
-        ``"tanh"`` or ``"silu"``.
     linear_term : bool
         Add a linear skip term w_lin · x to each network, initialised (with E0) by the Bayesian-
         ridge fit of the same rows on the standardised features; the hidden layers then start
@@ -101,26 +94,12 @@ class MLPFitConfig:
         Per-observable weights as in :class:`~minbasis.fit.linear.LinearFitConfig` (0 drops one).
     config_type_weights : dict str → float
         Extra factor per ``atoms.info["config_type"]``.
-    l2 : float
-        Weight decay λ on the weight matrices (not the biases), in units of the loss.
     optimizer : str
-        ``"lbfgs"`` (scipy L-BFGS-B, full batch) or ``"adam"`` (mini-batches).
-    max_iter : int
-        L-BFGS iterations or Adam epochs.
+        ``"lbfgs"`` (scipy L-BFGS-B, full batch) or ``"adam"`` (mini-batches; seed + 1 orders them).
     learning_rate, batch_size : float, int
         Adam step size and structures per mini-batch.
-    validation_fraction, validation_seed : float, int
-        Seeded validation split for early stopping (0 disables it; the final parameters are kept).
-    validate_every, patience : int
-        Iterations/epochs between validation checks; checks without improvement before stopping
-        (default 10 and 50: L-BFGS validation curves have plateaus of a few hundred iterations
-        after which they fall again, so a short patience stops too early).
-    seed : int
-        Seed of the initial weights (and of the Adam batch order).
     e0 : dict str → float or None
         Isolated-atom energies, eV; None fits them by least squares on composition.
-    cache_bytes : float
-        Memory budget for the cached descriptor gradients (bytes); beyond it chunks are recomputed.
     blas_threads : int or None
         BLAS threads during training (threadpoolctl; None leaves them alone). The matrices of a
         shallow network are small, and a multi-threaded BLAS on a loaded machine can be many
@@ -128,24 +107,15 @@ class MLPFitConfig:
     """
 
     hidden: tuple = (64,)
-    activation: str = "silu"
     linear_term: bool = False
     energy_weight: float = 30.0
     forces_weight: float = 1.0
     stress_weight: float = 30.0
     config_type_weights: dict = field(default_factory=dict)
-    l2: float = 1e-6
     optimizer: str = "lbfgs"
-    max_iter: int = 3000
     learning_rate: float = 1e-3
     batch_size: int = 16
-    validation_fraction: float = 0.1
-    validation_seed: int = 0
-    validate_every: int = 10
-    patience: int = 50
-    seed: int = 0
     e0: dict | None = None
-    cache_bytes: float = 2 * 1024**3
     blas_threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -156,148 +126,32 @@ class MLPFitConfig:
         MinbasisError
             Bad architecture, activation, optimiser, weights or split settings.
         """
+        super().__post_init__()
         self.hidden = tuple(int(h) for h in (self.hidden if not isinstance(self.hidden, int) else (self.hidden,)))
         if not 1 <= len(self.hidden) <= 2 or min(self.hidden) < 1:
             raise MinbasisError(f"hidden must list 1 or 2 positive layer widths, e.g. (64,) or (64, 64); got {self.hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
         if self.optimizer not in OPTIMIZERS:
             raise MinbasisError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "l2", "learning_rate", "cache_bytes"):
+        for name in ("energy_weight", "forces_weight", "stress_weight", "learning_rate"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise MinbasisError(f"{name} must be a finite number >= 0, got {v}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise MinbasisError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        for name in ("max_iter", "batch_size", "validate_every", "patience"):
-            if int(getattr(self, name)) < 1:
-                raise MinbasisError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.batch_size) < 1:
+            raise MinbasisError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-# -- the network ------------------------------------------------------------------------------------
-# Parameter layout per species (stacked over species in arrays with a leading axis C):
-#   W_1 (F, H_1), b_1 (H_1), [W_2 (H_1, H_2), b_2 (H_2)], w_out (H_L), b_out (), [w_lin (F)]
-# y(x) = w_out · h_L(x) + b_out [+ w_lin · x]: the optional linear term is a skip connection
-# from the standardised features to the output.
-def _layout(n_arrays: int) -> tuple[int, bool]:
-    """(number of hidden layers, has linear term) of a parameter list of this length."""
-    linear = n_arrays % 2 == 1
-    return (n_arrays - 3 if linear else n_arrays - 2) // 2, linear
-
-
-def _shapes(n_channels: int, n_features: int, hidden: Sequence[int], linear: bool = False) -> list[tuple[int, ...]]:
-    """Parameter shapes: per hidden layer W (C, in, out), b (C, out); w_out (C, H), b_out (C,); [w_lin (C, F)]."""
-    shapes = []
-    fan_in = n_features
-    for h in hidden:
-        shapes += [(n_channels, fan_in, h), (n_channels, h)]
-        fan_in = h
-    return shapes + [(n_channels, fan_in), (n_channels,)] + ([(n_channels, n_features)] if linear else [])
-
-
-def _unpack(theta: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    out, k = [], 0
-    for s in shapes:
-        n = int(np.prod(s))
-        out.append(theta[k:k + n].reshape(s))
-        k += n
-    return out
-
-
-def _pack(params: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in params])
-
-
-def _init_params(shapes, seed: int) -> list[np.ndarray]:
-    """LeCun-normal weights (variance 1/fan_in), zero biases, output weights scaled by 0.1 (0 with a
-    linear term), zero linear term (set by the caller)."""
-    rng = np.random.default_rng(seed)
-    params = []
-    n_hidden, linear = _layout(len(shapes))
-    for l in range(n_hidden):
-        W, b = shapes[2 * l], shapes[2 * l + 1]
-        params += [rng.standard_normal(W) / np.sqrt(W[1]), np.zeros(b)]
-    wo, bo = shapes[2 * n_hidden], shapes[2 * n_hidden + 1]
-    # with a linear term the output weights start at 0, so the initial model is the linear one
-    params += [(0.0 if linear else 0.1) * rng.standard_normal(wo) / np.sqrt(wo[1]), np.zeros(bo)]
-    return params + ([np.zeros(shapes[-1])] if linear else [])
-
-
-def _is_weight(k: int, n_arrays: int) -> bool:
-    """True for weight arrays (decayed by l2): W_l, w_out and w_lin; False for biases."""
-    n_hidden, linear = _layout(n_arrays)
-    return k % 2 == 0 or (linear and k == n_arrays - 1)
-
-
-def _net_forward(params_c: list[np.ndarray], x: np.ndarray, act: str):
-    """Forward pass of one species' network; returns (y (n,), layers [(h_prev, a, φ', φ'')], h_L)."""
-    n_hidden, linear = _layout(len(params_c))
-    h = x
-    layers = []
-    for l in range(n_hidden):
-        a = h @ params_c[2 * l] + params_c[2 * l + 1]
-        hn, d1, d2 = _activation(act, a)
-        layers.append((h, a, d1, d2))
-        h = hn
-    y = h @ params_c[2 * n_hidden] + params_c[2 * n_hidden + 1]
-    if linear:
-        y = y + x @ params_c[-1]
-    return y, layers, h
-
-
-def _net_input_gradient(params_c, layers) -> np.ndarray:
-    """∂y/∂x (n, F) by reverse mode through the cached forward pass."""
-    n_hidden, linear = _layout(len(params_c))
-    wo = params_c[2 * n_hidden]
-    delta = np.broadcast_to(wo, (layers[0][0].shape[0], wo.shape[0]))
-    for l in range(n_hidden - 1, -1, -1):
-        _, _, d1, _ = layers[l]
-        delta = (delta * d1) @ params_c[2 * l].T
-    if linear:
-        delta = delta + params_c[-1]
-    return delta
-
-
-def _net_param_gradient(params_c, layers, h_last, ybar: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
-    """∂/∂θ of Σ_i [ybar_i y_i + (∂y/∂x)(x_i) · u_i] for one species' network.
-
-    Forward-mode tangents (ȧ, ḣ) seeded with u, then reverse mode through both streams
-    ("double back-propagation"): for a = h W + b, h' = φ(a) and tangents ȧ = ḣ W, ḣ' = φ'(a) ȧ,
-    the adjoints are ā = h̄' φ'(a) + ḣ̄' φ''(a) ȧ, ǡ = ḣ̄' φ'(a), ∂W = hᵀ ā + ḣᵀ ǡ, ∂b = Σ ā.
-    """
-    n_hidden, linear = _layout(len(params_c))
-    hdots = [u]
-    adots = []
-    hd = u
-    for l in range(n_hidden):
-        _, _, d1, _ = layers[l]
-        ad = hd @ params_c[2 * l]
-        adots.append(ad)
-        hd = d1 * ad
-        hdots.append(hd)
-    grads = [None] * len(params_c)
-    wo = params_c[2 * n_hidden]
-    grads[2 * n_hidden] = ybar @ h_last + hd.sum(axis=0)
-    grads[2 * n_hidden + 1] = np.asarray(ybar.sum())
-    if linear:
-        grads[-1] = ybar @ layers[0][0] + u.sum(axis=0)
-    hbar = ybar[:, None] * wo[None, :]
-    hdbar = np.broadcast_to(wo, hbar.shape)
-    for l in range(n_hidden - 1, -1, -1):
-        h_prev, _, d1, d2 = layers[l]
-        abar = hbar * d1 + hdbar * d2 * adots[l]
-        adbar = hdbar * d1
-        grads[2 * l] = h_prev.T @ abar + hdots[l].T @ adbar
-        grads[2 * l + 1] = abar.sum(axis=0)
-        if l > 0:
-            W = params_c[2 * l]
-            hbar = abar @ W.T
-            hdbar = adbar @ W.T
-    return grads
-
-
-def _per_species(params: list[np.ndarray], c: int) -> list[np.ndarray]:
-    return [p[c] for p in params]
+# -- the network: a one-head, one-trunk minbasis.fit.network.Architecture --------------------------
+# MLPModel.params holds the network's arrays without the leading head/trunk axis of length 1:
+#   W_1 (C, F, H_1), b_1 (C, H_1), [W_2 (C, H_1, H_2), b_2 (C, H_2)], w_out (C, H_L), b_out (C,), [w_lin (C, F)]
+def _architecture(n_species: int, n_features: int, hidden: Sequence[int] = (), linear: bool = False,
+                  params: Sequence[np.ndarray] | None = None) -> Architecture:
+    """The one-head :class:`~minbasis.fit.network.Architecture` of an MLPModel: from ``hidden`` and
+    ``linear``, or read off a parameter list (an odd number of arrays has a linear term)."""
+    if params is not None:
+        linear = len(params) % 2 == 1
+        n_hidden = (len(params) - (3 if linear else 2)) // 2
+        hidden = tuple(int(params[2 * l].shape[-1]) for l in range(n_hidden))
+    return Architecture(n_species, n_features, tuple(hidden), linear_term=bool(linear))
 
 
 def atomic_energy_gradient(params: list[np.ndarray], mean: np.ndarray, std: np.ndarray, scale: float, e0: np.ndarray,
@@ -315,17 +169,19 @@ def atomic_energy_gradient(params: list[np.ndarray], mean: np.ndarray, std: np.n
     E : (N,) E_i = e0[s_i] + s · NN_{s_i}(x_i), eV
     g : (N, F) ∂E_i/∂B_i, eV per feature unit
     """
+    arch = _architecture(len(e0), X.shape[1], params=params)
+    arrays = [p[None] for p in params]
     E = np.empty(len(ch))
     g = np.zeros_like(X)
     for c in range(len(e0)):
         idx = np.flatnonzero(ch == c)
         if not len(idx):
             continue
-        pc = _per_species(params, c)
-        x = (X[idx] - mean[c]) / std[c]
-        y, layers, _ = _net_forward(pc, x, activation)
-        E[idx] = e0[c] + scale * y
-        g[idx] = scale * _net_input_gradient(pc, layers) / std[c]
+        hidden = arch.hidden_of(arrays, 0, c)
+        w, bo, v = arch.head_of(arrays, 0, c)
+        trunk = trunk_forward(hidden, (X[idx] - mean[c]) / std[c], activation)
+        E[idx] = e0[c] + scale * head_output(trunk, w, bo, v)
+        g[idx] = scale * input_gradient(hidden, trunk, w, v) / std[c]
     return E, g
 
 
@@ -350,6 +206,9 @@ class MLPModel(AtomicEnergyModel):
     info : dict
         Provenance: configuration, history of training and validation losses, best iteration.
     """
+
+    #: Model kind in files and in :mod:`minbasis.fit.registry`.
+    kind: ClassVar[str] = "mlp"
 
     basis: Basis
     params: list
@@ -378,9 +237,9 @@ class MLPModel(AtomicEnergyModel):
         if len(self.params) not in (4, 5, 6, 7):
             raise MinbasisError(f"params must hold 4 or 6 arrays (one or two hidden layers), plus one for a linear "
                                 f"term; got {len(self.params)}")
-        n_hidden, linear = _layout(len(self.params))
-        hidden = tuple(int(self.params[2 * l].shape[-1]) for l in range(n_hidden))
-        expected = _shapes(C, F, hidden, linear)
+        arch = _architecture(C, F, params=self.params)
+        hidden = arch.hidden
+        expected = [s[1:] for s in arch.shapes]
         got = [p.shape for p in self.params]
         if got != expected:
             raise MinbasisError(f"parameter shapes {got} do not match a network on {F} features for {C} species "
@@ -399,12 +258,12 @@ class MLPModel(AtomicEnergyModel):
     @property
     def hidden(self) -> tuple[int, ...]:
         """Hidden-layer widths."""
-        return tuple(int(self.params[2 * l].shape[-1]) for l in range(_layout(len(self.params))[0]))
+        return _architecture(len(self.basis.species), self.basis.n_features, params=self.params).hidden
 
     @property
     def linear_term(self) -> bool:
         """Whether the networks have a linear skip term w_lin · x."""
-        return _layout(len(self.params))[1]
+        return len(self.params) % 2 == 1
 
     @property
     def n_parameters(self) -> int:
@@ -418,13 +277,21 @@ class MLPModel(AtomicEnergyModel):
 
     # -- files -------------------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of the model file: p0, p1, … (params), mean, std, e0, scale (1,)."""
         arrays = {f"p{k}": p for k, p in enumerate(self.params)}
         arrays.update(mean=self.mean, std=self.std, e0=self.e0, scale=np.asarray([self.scale]))
         return arrays
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model (basis included) as a versioned, hashed ``.npz`` (kind ``"mlp"``), atomically."""
-        write_model_file(path, "mlp", self.basis, self._arrays(),
+        """Write the model (basis included) as a versioned, hashed ``.npz`` (kind ``"mlp"``), atomically
+        (:func:`minbasis.fit.fileio.write_model_file`).
+
+        Raises
+        ------
+        OSError
+            The file cannot be written.
+        """
+        write_model_file(path, self.kind, self.basis, self._arrays(),
                          {"activation": self.activation, "n_params": len(self.params)}, self.info)
 
     @classmethod
@@ -436,28 +303,22 @@ class MLPModel(AtomicEnergyModel):
         FileFormatError
             Missing or corrupt file, another format version or kind, or content hash mismatch.
         """
-        from ..errors import FileFormatError
-        from .atomic import read_model_meta
-
         meta, _ = read_model_meta(path)
         n = int(meta.get("hyper", {}).get("n_params", 0)) if isinstance(meta.get("hyper"), dict) else 0
-        names = [f"p{k}" for k in range(n)] + ["mean", "std", "e0", "scale"]
-        basis, arrays, hyper, info = read_model_file(path, "mlp", names)
-        try:
-            return cls(basis=basis, params=[arrays[f"p{k}"] for k in range(n)], mean=arrays["mean"],
-                       std=arrays["std"], scale=float(arrays["scale"].ravel()[0]), e0=arrays["e0"],
-                       activation=hyper.get("activation", "silu"), info=info)
-        except (MinbasisError, IndexError, TypeError) as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+        return load_model_file(path, cls.kind, [f"p{k}" for k in range(n)] + ["mean", "std", "e0", "scale"],
+                               lambda basis, a, hyper, info: cls(
+                                   basis=basis, params=[a[f"p{k}"] for k in range(n)], mean=a["mean"], std=a["std"],
+                                   scale=float(a["scale"].ravel()[0]), e0=a["e0"],
+                                   activation=hyper.get("activation", "silu"), info=info))
 
 
 # -- training ----------------------------------------------------------------------------------------
 class _Objective:
     """Loss and analytic gradient of an MLP on a :class:`DescriptorSet` (module docstring)."""
 
-    def __init__(self, data: DescriptorSet, labels: Labels, cfg: MLPFitConfig, shapes, mean, std, scale, e0,
-                 n_norm: int):
-        self.data, self.cfg, self.shapes = data, cfg, shapes
+    def __init__(self, data: DescriptorSet, labels: Labels, cfg: MLPFitConfig, arch: Architecture, mean, std, scale,
+                 e0, n_norm: int):
+        self.data, self.cfg, self.arch = data, cfg, arch
         self.mean, self.std, self.scale, self.e0 = mean, std, scale, e0
         self.n_norm = n_norm
         self.C = len(e0)
@@ -488,8 +349,9 @@ class _Objective:
                  l2: bool = True) -> tuple[float, np.ndarray | None, dict]:
         """(loss, ∂loss/∂θ or None, parts {"energy", "forces", "stress", "l2"}) over ``chunks``."""
         cfg = self.cfg
-        params = _unpack(theta, self.shapes)
-        grads = [np.zeros(s) for s in self.shapes] if gradient else None
+        arch = self.arch
+        params = arch.unpack(theta)
+        grads = [np.zeros(s) for s in arch.shapes] if gradient else None
         norm = 1.0 / self.n_norm if norm is None else norm
         parts = {"energy": 0.0, "forces": 0.0, "stress": 0.0, "l2": 0.0}
         data = self.data
@@ -507,11 +369,12 @@ class _Objective:
             for c, (idx, x) in enumerate(ch_.species_rows):
                 if not len(idx):
                     continue
-                pc = _per_species(params, c)
-                y, layers, h_last = _net_forward(pc, x, cfg.activation)
-                E_at[idx] = self.e0[c] + self.scale * y
-                gB[idx] = self.scale * _net_input_gradient(pc, layers) / self.std[c]
-                cache[c] = (idx, pc, x, layers, h_last)
+                hidden = arch.hidden_of(params, 0, c)
+                w, bo, v = arch.head_of(params, 0, c)
+                trunk = trunk_forward(hidden, x, cfg.activation)
+                E_at[idx] = self.e0[c] + self.scale * head_output(trunk, w, bo, v)
+                gB[idx] = self.scale * input_gradient(hidden, trunk, w, v) / self.std[c]
+                cache[c] = (idx, hidden, w, v, trunk)
             ybar_atoms = np.zeros(n)
             gbar = np.zeros((n, data.n_features))
             w_ct = self.wct[m_idx]
@@ -548,49 +411,41 @@ class _Objective:
                         Ab[:, 0, 1] = Ab[:, 1, 0] = 0.5 * rb[:, 5]
                         gbar += np.einsum("iabf,iab->if", ch_.S, Ab[ch_.struct])
             if gradient:
-                for c, (idx, pc, x, layers, h_last) in cache.items():
+                L = len(arch.hidden)
+                for c, (idx, hidden, w, v, trunk) in cache.items():
                     ybar = self.scale * ybar_atoms[idx]
                     u = self.scale * gbar[idx] / self.std[c]
-                    gc = _net_param_gradient(pc, layers, h_last, ybar, u)
-                    for k in range(len(grads)):
-                        grads[k][c] += gc[k]
+                    gh, (gw,) = param_gradient(hidden, trunk, [(w, v is not None, ybar, u)])
+                    for k in range(2 * L):
+                        grads[k][0, c] += gh[k]
+                    grads[2 * L][0, c] += gw.w
+                    grads[2 * L + 1][0, c] += gw.bo
+                    if v is not None:
+                        grads[-1][0, c] += gw.v
         loss = parts["energy"] + parts["forces"] + parts["stress"]
-        if l2 and cfg.l2 > 0:
-            for k in range(len(params)):
-                if _is_weight(k, len(params)):  # weight matrices, w_out, w_lin (not biases)
-                    parts["l2"] += cfg.l2 * float(np.sum(params[k] ** 2))
-                    if gradient:
-                        grads[k] += 2.0 * cfg.l2 * params[k]
+        if l2 and cfg.l2 > 0:  # weight matrices, w_out, w_lin (not biases)
+            parts["l2"] = arch.l2_penalty(params, cfg.l2, grads)
             loss += parts["l2"]
-        return loss, (_pack(grads) if gradient else None), parts
+        return loss, (arch.pack(grads) if gradient else None), parts
 
 
 def _linear_start(data: DescriptorSet, labels: Labels, cfg: MLPFitConfig, mean, std) -> tuple[np.ndarray, np.ndarray]:
     """Linear term (C, F) in eV per standardised feature and E0 (C,) from a Bayesian-ridge fit of
     the training rows on the standardised features (degree-1 polynomial features)."""
-    from .linear import LinearFitConfig, solve
-    from .poly import PolynomialFeatures, _poly_design
+    from .linear import LinearFitConfig, solve_equations
+    from .poly import PolynomialFeatures, _poly_equations
 
     lcfg = LinearFitConfig(energy_weight=cfg.energy_weight, forces_weight=cfg.forces_weight,
                            stress_weight=cfg.stress_weight, config_type_weights=dict(cfg.config_type_weights),
                            e0=cfg.e0)
-    dm = _poly_design(data, labels, lcfg, PolynomialFeatures(data.n_features, 1), mean, std)
-    coef, e0_fit, _ = solve(dm, lcfg)
+    eq = _poly_equations(data, labels, lcfg, PolynomialFeatures(data.n_features, 1), mean, std)
+    coef, e0_fit, _ = solve_equations(eq, lcfg)
     C = data.n_channels
     if cfg.e0 is not None:
         e0 = np.array([float(cfg.e0[s]) for s in data.basis.species])
     else:
         e0 = e0_fit if len(e0_fit) else np.zeros(C)
     return coef.reshape(C, data.n_features), e0
-
-
-def _validation_split(M: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation indices, training indices), both sorted: the first round(fraction·M) of a seeded permutation."""
-    if fraction <= 0 or M < 2:
-        return np.zeros(0, dtype=int), np.arange(M)
-    perm = np.random.default_rng(seed).permutation(M)
-    k = min(max(int(round(fraction * M)), 1), M - 1)
-    return np.sort(perm[:k]), np.sort(perm[k:])
 
 
 def fit_mlp(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy", forces_key: str | None = "forces",
@@ -627,28 +482,15 @@ def fit_mlp(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy", f
         For invalid structures or species outside the basis.
     """
     cfg = config or MLPFitConfig()
-    with _blas_threads(cfg.blas_threads):
+    with blas_threads(cfg.blas_threads):
         return _fit_mlp(basis, atoms_or_list, energy_key, forces_key, stress_key, cfg, validation, progress)
-
-
-def _blas_threads(n: int | None):
-    """Context limiting BLAS threads to ``n`` (no-op for None or without threadpoolctl)."""
-    import contextlib
-
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(n), user_api="blas")
 
 
 def _fit_mlp(basis, atoms_or_list, energy_key, forces_key, stress_key, cfg: MLPFitConfig, validation, progress):
     t_start = time.perf_counter()
     atoms_list = as_atoms_list(atoms_or_list)
     if validation is None:
-        val_idx, fit_idx = _validation_split(len(atoms_list), cfg.validation_fraction, cfg.validation_seed)
+        val_idx, fit_idx = validation_split(len(atoms_list), cfg.validation_fraction, cfg.validation_seed)
         val_list = [atoms_list[i] for i in val_idx]
         fit_list = [atoms_list[i] for i in fit_idx]
     else:
@@ -666,121 +508,38 @@ def _fit_mlp(basis, atoms_or_list, energy_key, forces_key, stress_key, cfg: MLPF
                          progress=progress)
     mean, std = fit_standardiser(data.features, data.channels, C)
     e0 = fit_e0(fit_list, data.channels, labels.energy if use_e else None, C, cfg.e0, basis.species)
-    if use_f:
-        scale = float(np.sqrt(np.mean(np.concatenate(labels.forces) ** 2)))
-    elif use_e:
+    resid = None
+    if use_e and not use_f:  # the energy spread sets the output unit only without forces
         resid = (labels.energy - np.array([e0[data.channels[data.atom_ptr[m]:data.atom_ptr[m + 1]]].sum()
                                            for m in range(len(fit_list))])) / np.diff(data.atom_ptr)
-        scale = float(np.std(resid) * np.sqrt(np.mean(np.diff(data.atom_ptr))))
-    else:
-        scale = 1.0
-    scale = scale if np.isfinite(scale) and scale > 1e-12 else 1.0
-    shapes = _shapes(C, F, cfg.hidden, cfg.linear_term)
-    params0 = _init_params(shapes, cfg.seed)
+    scale = output_scale(np.concatenate(labels.forces) if use_f else None, resid, np.diff(data.atom_ptr))
+    arch = _architecture(C, F, cfg.hidden, cfg.linear_term)
+    theta = arch.init(cfg.seed)
     if cfg.linear_term:
         w_lin, e0 = _linear_start(data, labels, cfg, mean, std)
-        params0[-1] = w_lin / scale
-    obj = _Objective(data, labels, cfg, shapes, mean, std, scale, e0, len(fit_list))
+        arch.unpack(theta)[-1][0] = w_lin / scale
+    obj = _Objective(data, labels, cfg, arch, mean, std, scale, e0, len(fit_list))
     val_obj = None
     if val_list:
         val_labels = get_labels(val_list, energy_key, forces_key, stress_key)
         val_data = DescriptorSet(basis, val_list, strain=use_s, cache_bytes=cfg.cache_bytes, progress=False)
-        val_obj = _Objective(val_data, val_labels, cfg, shapes, mean, std, scale, e0, len(val_list))
-    theta = _pack(params0)
+        val_obj = _Objective(val_data, val_labels, cfg, arch, mean, std, scale, e0, len(val_list))
 
-    history: list[dict] = []
-    best = {"val": np.inf, "theta": theta.copy(), "iteration": 0, "since": 0}
-    state = {"it": 0}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def batch_loss(th, ci):
+        c = data.chunk(ci)
+        loss, grad, _ = obj(th, chunks=[ci], norm=1.0 / c.n_structures)
+        return loss * c.n_structures / len(fit_list), grad
 
-        bar = tqdm(total=cfg.max_iter, desc=f"MLP {cfg.optimizer}", unit="it", leave=False)
-
-    def check(th: np.ndarray, train_loss: float) -> bool:
-        """Record a validation point; True when training should stop."""
-        it = state["it"]
-        entry = {"iteration": it, "train_loss": float(train_loss)}
-        if val_obj is not None:
-            v = val_obj(th, gradient=False, l2=False)[0]
-            entry["val_loss"] = float(v)
-            if v < best["val"]:
-                best.update(val=v, theta=th.copy(), iteration=it, since=0)
-            else:
-                best["since"] += 1
-        else:
-            best.update(theta=th.copy(), iteration=it)
-        history.append(entry)
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.3g}" for k, v in entry.items() if k != "iteration"}, refresh=False)
-        return val_obj is not None and best["since"] >= cfg.patience
-
-    stopped = False
-    if cfg.optimizer == "lbfgs":
-        from scipy.optimize import minimize
-
-        last = {"loss": np.inf}
-
-        def fun(th):
-            loss, grad, _ = obj(th)
-            last["loss"] = loss
-            return loss, grad
-
-        def callback(intermediate_result):
-            # scipy >= 1.11 passes an OptimizeResult; older versions pass the parameter vector
-            state["it"] += 1
-            if bar is not None:
-                bar.update(1)
-            if state["it"] % cfg.validate_every == 0:
-                x = np.asarray(getattr(intermediate_result, "x", intermediate_result))
-                if check(x.copy(), float(getattr(intermediate_result, "fun", last["loss"]))):
-                    raise StopIteration
-
-        check(theta, obj(theta, gradient=False)[0])
-        try:
-            res = minimize(fun, theta, jac=True, method="L-BFGS-B", callback=callback,
-                           options={"maxiter": cfg.max_iter, "maxfun": 2 * cfg.max_iter + 20, "maxcor": 20,
-                                    "ftol": 1e-14, "gtol": 1e-10})
-            theta, message, final_loss = np.asarray(res.x), str(res.message), float(res.fun)
-        except StopIteration:  # scipy < 1.11 lets the callback's StopIteration through
-            theta, message, final_loss = best["theta"], "early stopping", last["loss"]
-        stopped = best["since"] >= cfg.patience
-        if not stopped and state["it"] % cfg.validate_every != 0:
-            check(theta, final_loss)
-    else:
-        rng = np.random.default_rng(cfg.seed + 1)
-        m1 = np.zeros_like(theta)
-        m2 = np.zeros_like(theta)
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        step = 0
-        check(theta, obj(theta, gradient=False)[0])
-        message = "max_iter reached"
-        for epoch in range(1, cfg.max_iter + 1):
-            state["it"] = epoch
-            epoch_loss = 0.0
-            for ci in rng.permutation(len(data)):
-                c = data.chunk(ci)
-                loss, grad, _ = obj(theta, chunks=[ci], norm=1.0 / c.n_structures)
-                epoch_loss += loss * c.n_structures / len(fit_list)
-                step += 1
-                m1 = b1 * m1 + (1 - b1) * grad
-                m2 = b2 * m2 + (1 - b2) * grad * grad
-                theta = theta - cfg.learning_rate * (m1 / (1 - b1**step)) / (np.sqrt(m2 / (1 - b2**step)) + eps)
-            if bar is not None:
-                bar.update(1)
-            if epoch % cfg.validate_every == 0 or epoch == cfg.max_iter:
-                if check(theta, epoch_loss):
-                    stopped = True
-                    message = "early stopping"
-                    break
-    if bar is not None:
-        bar.close()
-    final = best["theta"]
-    params = _unpack(final, shapes)
+    res = train(obj, theta, max_iter=cfg.max_iter, validate_every=cfg.validate_every, patience=cfg.patience,
+                val_loss=(lambda th: val_obj(th, gradient=False, l2=False)[0]) if val_obj is not None else None,
+                optimizer=cfg.optimizer, batch_loss=batch_loss, n_batches=len(data), learning_rate=cfg.learning_rate,
+                batch_seed=cfg.seed + 1, progress=f"MLP {cfg.optimizer}" if progress else None)
+    final = res.theta
+    params = [p[0] for p in arch.unpack(final)]
     info = {"model": "mlp", "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
-            "history": history, "best_iteration": int(best["iteration"]), "n_iter": int(state["it"]),
-            "stopped_early": bool(stopped), "optimizer_message": message,
-            "best_val_loss": float(best["val"]) if val_obj is not None else None,
+            "history": res.history, "best_iteration": res.best_iteration, "n_iter": res.n_iter,
+            "stopped_early": res.stopped_early, "optimizer_message": res.message,
+            "best_val_loss": res.best_val_loss,
             "train_loss": float(obj(final, gradient=False)[0]), "n_train": len(fit_list), "n_validation": len(val_list),
             "energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key,
             "n_parameters": int(final.size), "fit_seconds": time.perf_counter() - t_start,
@@ -812,7 +571,7 @@ def mlp_loss(model: MLPModel, atoms_or_list, *, energy_key: str | None = "energy
     labels = get_labels(atoms_list, energy_key, forces_key, stress_key)
     use_s = labels.stress is not None and cfg.stress_weight > 0
     data = DescriptorSet(model.basis, atoms_list, strain=use_s, cache_bytes=cfg.cache_bytes)
-    shapes = [p.shape for p in model.params]
-    obj = _Objective(data, labels, cfg, shapes, model.mean, model.std, model.scale, model.e0, len(atoms_list))
-    loss, _, parts = obj(_pack(model.params), gradient=False, l2=False)
+    arch = _architecture(len(model.basis.species), model.basis.n_features, params=model.params)
+    obj = _Objective(data, labels, cfg, arch, model.mean, model.std, model.scale, model.e0, len(atoms_list))
+    loss, _, parts = obj(arch.pack(model.params), gradient=False, l2=False)
     return {"loss": float(loss), **{k: float(v) for k, v in parts.items() if k != "l2"}}

@@ -6,7 +6,8 @@ fidelity with its own E0; here on a fixed minbasis descriptor, Behler–Parrinel
     E_f = Σ_i [ E0_f(Z_i) + s · (w_{f,Z_i} · h_i + b_{f,Z_i}) ],   h_i = φ(x_i W_{Z_i} + β_{Z_i})
 
 x_i = (B_i − μ_Z)/σ_Z are standardised features (over all training structures), s (eV) is the
-RMS force component of all force labels times 1 Å (or the energy spread without forces). The
+RMS force component of all force labels times 1 Å (or the energy spread without forces;
+:func:`~minbasis.fit.trainer.output_scale`). The
 hidden layer (W, β) is shared by all fidelities (``shared=True``); ``shared=False`` gives every
 fidelity its own hidden layer — the uncoupled control, in which low-level labels cannot inform
 the high-level head (each fidelity's network is then trained on its own, :func:`fit_mlp_mf`).
@@ -23,14 +24,17 @@ plus, with PIWSL (Takamoto et al., arXiv 2408.05215), for entries with energies
 ((Ê(R+δ₁) − Ê(R+δ₂) + F̂(R+δ₂)·(δ₁−δ₂))/n_m)², plus l2 Σ|W|² + l2 Σ|w|². Minimised with
 scipy's L-BFGS-B from LeCun-normal initial weights (``default_rng(seed)``); early stopping on
 the same loss over a seeded validation split of every entry (the parameters with the lowest
-validation loss are kept). Gradients are analytic and checked against finite differences.
+validation loss are kept; :func:`~minbasis.fit.trainer.train`, split rule
+:func:`~minbasis.fit.trainer.validation_split` with seed ``validation_seed + e`` for entry e).
+The network math — a per-species MLP with K heads on one shared trunk (or K trunks) — is
+:mod:`minbasis.fit.network`. Gradients are analytic and checked against finite differences.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -38,88 +42,52 @@ from ase import Atoms
 from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from .atomic import (DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients, gradient_adjoint,
-                     predict_atomic, read_model_file, write_model_file)
-from .fidelity import FidelityData, fidelity_names
-from .mlp import ACTIVATIONS, _activation
+                     predict_atomic)
+from .fidelity import FidelityData, fidelity_names, resolve_fidelity
+from .fileio import load_model_file, write_model_file
 from .model import MinbasisCalculator, Prediction
+from .network import ACTIVATIONS, Architecture, head_output, input_gradient, param_gradient, trunk_forward
+from .trainer import NetworkFitConfig, output_scale, train, validation_split
 
 __all__ = ["MLPMultiFidelityConfig", "MLPMultiFidelityModel", "fit_mlp_mf", "reptile_pretrain"]
 
 
 @dataclass
-class MLPMultiFidelityConfig:
+class MLPMultiFidelityConfig(NetworkFitConfig):
     """Settings of :func:`fit_mlp_mf` (module docstring).
 
     Attributes
     ----------
-    hidden : int, width H of the (shared) hidden layer
-    activation : str, ``"silu"`` (default) or ``"tanh"``
-    shared : bool, share the hidden layer across fidelities (False: uncoupled control, every
-        fidelity trained as its own network, see :func:`fit_mlp_mf`)
-    l2 : float, weight decay on W and the head weights
-    max_iter : int, L-BFGS iterations (cap)
-    validation_fraction, validation_seed : seeded per-entry validation split for early stopping (0: off)
-    validate_every, patience : iterations between checks; checks without improvement before stopping.
-        Defaults (cap 4000, patience 150 checks = 1500 iterations) come from the validation curves
+    activation, l2, validation_fraction, validation_seed, validate_every, seed, cache_bytes :
+        as :class:`~minbasis.fit.trainer.NetworkFitConfig` (silu, 1e-6, 0.1, 0, 10, 0, 2 GiB); the
+        validation split is per entry (seed ``validation_seed + e`` for entry e)
+    max_iter, patience : L-BFGS iteration cap (default 4000) and checks without improvement before
+        stopping (default 150 checks = 1500 iterations). These defaults come from the validation curves
         of ``benchmarks/multifidelity_ethanol.py --validation-only`` (validation frames inside the
         training set only): energy-only fits have validation plateaus of up to 1400 iterations
         before falling again, and energy+force fits still improve slowly at 5000 iterations, so the
         cap, not the patience, usually ends them (README "Multi-fidelity fits")
-    seed : int, initial weights
+    hidden : int, width H of the (shared) hidden layer
+    shared : bool, share the hidden layer across fidelities (False: uncoupled control, every
+        fidelity trained as its own network, see :func:`fit_mlp_mf`)
     piwsl : PIWSLConfig or None, extra Taylor / path-independence loss terms
-    cache_bytes : float, memory budget of cached descriptor gradients
 
     Raises
     ------
     MinbasisError
-        Non-positive width or iterations, negative l2, fraction outside [0, 1), unknown activation.
+        Non-positive width or counts, negative l2, fraction outside [0, 1), unknown activation.
     """
 
+    max_iter: int = 4000
+    patience: int = 150
     hidden: int = 64
     shared: bool = True
-    l2: float = 1e-6
-    max_iter: int = 4000
-    validation_fraction: float = 0.1
-    validation_seed: int = 0
-    validate_every: int = 10
-    patience: int = 150
-    seed: int = 0
     piwsl: object = None
-    cache_bytes: float = 2 * 1024**3
-    activation: str = "silu"
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
-        if int(self.validate_every) < 1 or int(self.patience) < 1:
-            raise MinbasisError(f"validate_every and patience must be >= 1, got {self.validate_every}, "
-                                f"{self.patience}")
-        if int(self.hidden) < 1 or int(self.max_iter) < 1:
-            raise MinbasisError(f"hidden and max_iter must be >= 1, got {self.hidden}, {self.max_iter}")
-        if not (np.isfinite(self.l2) and self.l2 >= 0):
-            raise MinbasisError(f"l2 must be a finite number >= 0, got {self.l2}")
-        if not 0.0 <= self.validation_fraction < 1.0:
-            raise MinbasisError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-
-
-def _net(W, b, w, bo, x, activation="tanh"):
-    """One species' network: y (n,), ∂y/∂x (n, F), cache (x, h, φ', φ'')."""
-    h, d1, d2 = _activation(activation, x @ W + b)
-    y = h @ w + bo
-    dy = (d1 * w) @ W.T
-    return y, dy, (x, h, d1, d2)
-
-
-def _net_grads(W, w, cache, ybar, u):
-    """∂/∂(W, b, w, bo) of Σ_i [ybar_i y_i + u_i · ∂y/∂x_i] (one hidden layer, any activation)."""
-    x, h, d1, d2 = cache
-    ad = u @ W  # (n, H)
-    gw = ybar @ h + np.sum(d1 * ad, axis=0)
-    gbo = float(ybar.sum())
-    abar = (ybar[:, None] * d1 + ad * d2) * w[None, :]
-    gW = x.T @ abar + u.T @ (d1 * w[None, :])
-    gb = abar.sum(axis=0)
-    return gW, gb, gw, gbo
+        super().__post_init__()
+        if int(self.hidden) < 1:
+            raise MinbasisError(f"hidden must be >= 1, got {self.hidden}")
 
 
 @dataclass
@@ -153,6 +121,9 @@ class MLPMultiFidelityModel:
     info: dict = field(default_factory=dict)
     activation: str = "tanh"
 
+    #: Model kind in files and in :mod:`minbasis.fit.registry`.
+    kind: ClassVar[str] = "mlp-mf"
+
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
             raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
@@ -176,41 +147,46 @@ class MLPMultiFidelityModel:
         """Whether the hidden layer is shared by all fidelities."""
         return self.W.shape[0] == 1
 
-    def _index(self, fidelity):
-        if fidelity not in self.fidelities:
-            raise MinbasisError(f"fidelity {fidelity!r} was not in the training data of this model; "
-                                f"known fidelities: {self.fidelities}")
-        return self.fidelities.index(fidelity)
+    @property
+    def architecture(self) -> Architecture:
+        """The network shapes (:class:`~minbasis.fit.network.Architecture`): K heads on S trunks."""
+        return Architecture(len(self.basis.species), self.basis.n_features, (self.W.shape[-1],),
+                            n_heads=len(self.fidelities), n_trunks=self.W.shape[0])
 
     def energies_and_gradients(self, X: np.ndarray, ch: np.ndarray, k: int):
         """Atomic energies (N,) eV and ∂E_i/∂B_i (N, F) at fidelity index k for raw features X (N, F)."""
         E = np.zeros(len(ch))
         g = np.zeros_like(X, dtype=float)
         s = 0 if self.shared else k
+        arrays = [self.W, self.b, self.w, self.bo]
+        arch = self.architecture
         for c in range(len(self.basis.species)):
             idx = np.flatnonzero(ch == c)
             if len(idx):
-                x = (X[idx] - self.mean[c]) / self.std[c]
-                y, dy, _ = _net(self.W[s, c], self.b[s, c], self.w[k, c], self.bo[k, c], x, self.activation)
-                E[idx] = self.e0[k, c] + self.scale * y
-                g[idx] = self.scale * dy / self.std[c]
+                hidden = arch.hidden_of(arrays, s, c)
+                w, bo, _ = arch.head_of(arrays, k, c)
+                trunk = trunk_forward(hidden, (X[idx] - self.mean[c]) / self.std[c], self.activation)
+                E[idx] = self.e0[k, c] + self.scale * head_output(trunk, w, bo)
+                g[idx] = self.scale * input_gradient(hidden, trunk, w) / self.std[c]
         return E, g
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str = "high", progress: bool = False
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None, progress: bool = False
                 ) -> Prediction:
-        """Energies (eV), forces (eV/Å), stress (eV/Å³) at ``fidelity``.
+        """Energies (eV), forces (eV/Å), stress (eV/Å³) at ``fidelity`` (None: the only one of a
+        single-fidelity model; :func:`~minbasis.fit.fidelity.resolve_fidelity`).
 
         Raises
         ------
         MinbasisError
-            Unknown fidelity (lists the known ones). StructureError / SpeciesError for structures.
+            Unknown fidelity, or None for a model with several (lists the known ones).
+            StructureError / SpeciesError for structures.
         """
-        k = self._index(fidelity)
+        k = resolve_fidelity(self.fidelities, fidelity)
         return predict_atomic(self.basis, atoms_or_list, lambda X, ch: self.energies_and_gradients(X, ch, k), progress)
 
-    def calculator(self, fidelity: str = "high") -> MinbasisCalculator:
-        """ASE calculator at ``fidelity`` (checked now)."""
-        k = self._index(fidelity)
+    def calculator(self, fidelity: str | None = None) -> MinbasisCalculator:
+        """ASE calculator at ``fidelity`` (checked now, as :meth:`predict`)."""
+        k = resolve_fidelity(self.fidelities, fidelity)
 
         class _Head:
             def predict(inner, atoms, progress=False):
@@ -223,8 +199,14 @@ class MLPMultiFidelityModel:
                 "e0": self.e0, "scale": np.asarray([self.scale])}
 
     def save(self, path) -> None:
-        """Versioned, hashed ``.npz`` (kind ``"mlp-mf"``), written atomically."""
-        write_model_file(path, "mlp-mf", self.basis, self._arrays(),
+        """Versioned, hashed ``.npz`` (kind ``"mlp-mf"``), written atomically (:func:`~minbasis.fit.fileio.write_model_file`).
+
+        Raises
+        ------
+        OSError
+            The file cannot be written.
+        """
+        write_model_file(path, self.kind, self.basis, self._arrays(),
                          {"fidelities": self.fidelities, "activation": self.activation}, self.info)
 
     @classmethod
@@ -236,14 +218,11 @@ class MLPMultiFidelityModel:
         FileFormatError
             Missing, corrupt or edited file, other version or kind.
         """
-        from ..errors import FileFormatError
-
-        basis, a, hyper, info = read_model_file(path, "mlp-mf", ("W", "b", "w", "bo", "mean", "std", "e0", "scale"))
-        try:
-            return cls(basis, list(hyper.get("fidelities", [])), a["W"], a["b"], a["w"], a["bo"], a["mean"], a["std"],
-                       float(a["scale"][0]), a["e0"], info, activation=hyper.get("activation", "tanh"))
-        except (MinbasisError, IndexError) as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+        return load_model_file(path, cls.kind, ("W", "b", "w", "bo", "mean", "std", "e0", "scale"),
+                               lambda basis, a, hyper, info: cls(
+                                   basis, list(hyper.get("fidelities", [])), a["W"], a["b"], a["w"], a["bo"], a["mean"],
+                                   a["std"], float(a["scale"][0]), a["e0"], info,
+                                   activation=hyper.get("activation", "tanh")))
 
 
 # -- training -----------------------------------------------------------------------------------------
@@ -276,41 +255,33 @@ class _Geo:
 class _Problem:
     """Loss and gradient over entries (each: geometries, head, labels, weights, optional PIWSL).
 
-    The hidden layer of a (geometry set, hidden layer) pair is evaluated once per call and
-    shared by every head that reads it; ∂E/∂B (needed for forces and PIWSL only) is formed only
-    for the heads that need it. Standardised features are cached per geometry set.
+    ``arch`` is the :class:`~minbasis.fit.network.Architecture` (K heads on S trunks). The hidden
+    layers of a (geometry set, trunk) pair are evaluated once per call and shared by every head
+    that reads them; ∂E/∂B (needed for forces and PIWSL only) is formed only for the heads that
+    need it. Standardised features are cached per geometry set.
     """
 
-    def __init__(self, entries, K, C, F, H, shared, mean, std, scale, e0, l2, activation="tanh"):
-        self.entries, self.K, self.C, self.F, self.H = entries, K, C, F, H
-        self.S = 1 if shared else K
+    def __init__(self, entries, arch: Architecture, mean, std, scale, e0, l2, activation="tanh"):
+        self.entries, self.arch = entries, arch
         self.mean, self.std, self.scale, self.e0, self.l2 = mean, std, scale, e0, l2
         self.activation = activation
-        self.shapes = [(self.S, C, F, H), (self.S, C, H), (K, C, H), (K, C)]
         self._rows: dict = {}
-
-    def unpack(self, theta):
-        out, k = [], 0
-        for s in self.shapes:
-            n = int(np.prod(s))
-            out.append(theta[k:k + n].reshape(s))
-            k += n
-        return out
 
     def _species_rows(self, geo):
         """[(atom indices, standardised features) per species] of one geometry set (cached)."""
         key = id(geo)
         if key not in self._rows:
             rows = []
-            for c in range(self.C):
+            for c in range(self.arch.n_species):
                 idx = np.flatnonzero(geo.ch == c)
                 rows.append((idx, (geo.X[idx] - self.mean[c]) / self.std[c] if len(idx) else None))
             self._rows[key] = (geo, rows)
         return self._rows[key][1]
 
     def __call__(self, theta, gradient=True):
-        W, b, w, bo = self.unpack(theta)
-        gW, gb, gw, gbo = (np.zeros_like(W), np.zeros_like(b), np.zeros_like(w), np.zeros_like(bo))
+        arch = self.arch
+        arrays = arch.unpack(theta)
+        L = len(arch.hidden)
         total = 0.0
         hidden: dict = {}
         evals: dict = {}
@@ -321,18 +292,20 @@ class _Problem:
             if key not in hidden:
                 out = []
                 for c, (idx, x) in enumerate(self._species_rows(geo)):
-                    out.append(None if x is None else (idx, x) + _activation(self.activation, x @ W[s, c] + b[s, c]))
+                    out.append(None if x is None else (idx, trunk_forward(arch.hidden_of(arrays, s, c), x,
+                                                                          self.activation)))
                 hidden[key] = (geo, s, out)
             return hidden[key][2]
 
         def evaluate(geo, k):
             key = (id(geo), k)
             if key not in evals:
-                s = 0 if self.S == 1 else k
+                s = 0 if arch.n_trunks == 1 else k
                 E_at = np.zeros(len(geo.ch))
                 for c, t in enumerate(hid(geo, s)):
                     if t is not None:
-                        E_at[t[0]] = self.e0[k, c] + scale * (t[2] @ w[k, c] + bo[k, c])
+                        w, bo, _ = arch.head_of(arrays, k, c)
+                        E_at[t[0]] = self.e0[k, c] + scale * head_output(t[1], w, bo)
                 E = np.bincount(geo.struct, weights=E_at, minlength=len(geo.n))
                 evals[key] = {"geo": geo, "k": k, "s": s, "E": E, "g": None, "F": None,
                               "ybar": np.zeros(len(geo.n)), "gbar": None}
@@ -345,7 +318,8 @@ class _Problem:
                 g = np.zeros_like(geo.X)
                 for c, t in enumerate(hid(geo, s)):
                     if t is not None:
-                        g[t[0]] = (scale / self.std[c]) * ((t[3] * w[k, c]) @ W[s, c].T)
+                        g[t[0]] = (scale / self.std[c]) * input_gradient(arch.hidden_of(arrays, s, c), t[1],
+                                                                         arch.head_of(arrays, k, c)[0])
                 ev["g"] = g
             return ev["g"]
 
@@ -392,10 +366,9 @@ class _Problem:
                             gbar(ev)[:] -= coef[geo.struct][:, None] * p["v1"]
                         else:
                             gbar(e2)[:] -= coef[p["g2"].struct][:, None] * p["v12"]
-        if self.l2 > 0:
-            total += self.l2 * (float(np.sum(W * W)) + float(np.sum(w * w)))
         if not gradient:
-            return total, None
+            return total + (arch.l2_penalty(arrays, self.l2) if self.l2 > 0 else 0.0), None
+        grads = [np.zeros_like(a) for a in arrays]
         heads: dict = {}
         for ev in evals.values():
             heads.setdefault((id(ev["geo"]), ev["s"]), []).append(ev)
@@ -403,34 +376,19 @@ class _Problem:
             for c, t in enumerate(rows):
                 if t is None:
                     continue
-                idx, x, h, d1, d2 = t
-                abar = np.zeros_like(h)
-                for ev in heads.get(key, ()):
-                    k = ev["k"]
-                    ybar = scale * ev["ybar"][geo.struct[idx]]
-                    gw[k, c] += ybar @ h
-                    gbo[k, c] += float(ybar.sum())
-                    abar += ybar[:, None] * d1 * w[k, c]
-                    if ev["gbar"] is not None:
-                        u = (scale / self.std[c]) * ev["gbar"][idx]
-                        ad = u @ W[s, c]
-                        gw[k, c] += np.sum(d1 * ad, axis=0)
-                        abar += ad * d2 * w[k, c]
-                        gW[s, c] += u.T @ (d1 * w[k, c])
-                gW[s, c] += x.T @ abar
-                gb[s, c] += abar.sum(axis=0)
+                idx, trunk = t
+                evs = heads.get(key, [])
+                spec = [(arch.head_of(arrays, ev["k"], c)[0], False, scale * ev["ybar"][geo.struct[idx]],
+                         None if ev["gbar"] is None else (scale / self.std[c]) * ev["gbar"][idx]) for ev in evs]
+                gh, gheads = param_gradient(arch.hidden_of(arrays, s, c), trunk, spec)
+                for j, g in enumerate(gh):
+                    grads[j][s, c] += g
+                for ev, g in zip(evs, gheads):
+                    grads[2 * L][ev["k"], c] += g.w
+                    grads[2 * L + 1][ev["k"], c] += g.bo
         if self.l2 > 0:
-            gW += 2.0 * self.l2 * W
-            gw += 2.0 * self.l2 * w
-        return total, np.concatenate([gW.ravel(), gb.ravel(), gw.ravel(), gbo.ravel()])
-
-
-def _split(M, fraction, seed):
-    if fraction <= 0 or M < 4:
-        return np.zeros(0, dtype=int), np.arange(M)
-    perm = np.random.default_rng(seed).permutation(M)
-    k = min(max(int(round(fraction * M)), 1), M - 1)
-    return np.sort(perm[:k]), np.sort(perm[k:])
+            total += arch.l2_penalty(arrays, self.l2, grads)
+        return total, arch.pack(grads)
 
 
 def _entries(basis, data, fids, cfg, idx_of, geo_cache):
@@ -531,81 +489,50 @@ def _fit_uncoupled(basis, data, cfg, progress, init):
 
 
 def _fit_shared(basis, data, cfg, progress, init):
-    from scipy.optimize import minimize
-
     t0 = time.perf_counter()
     fids = fidelity_names(data)
     K, C, F, H = len(fids), len(basis.species), basis.n_features, int(cfg.hidden)
-    splits = [_split(len(d.structures), cfg.validation_fraction, cfg.validation_seed + n) for n, d in enumerate(data)]
+    splits = [validation_split(len(d.structures), cfg.validation_fraction, cfg.validation_seed + n)
+              for n, d in enumerate(data)]
     geo_cache: dict = {}
-    train = _entries(basis, data, fids, cfg, [s[1] for s in splits], geo_cache)
-    val = _entries(basis, data, fids, cfg, [s[0] for s in splits], geo_cache)
-    if not train:
+    fit_entries = _entries(basis, data, fids, cfg, [s[1] for s in splits], geo_cache)
+    val_entries = _entries(basis, data, fids, cfg, [s[0] for s in splits], geo_cache)
+    if not fit_entries:
         raise LabelError("nothing to fit: give energies or forces with a weight > 0")
-    geos = {id(e["geo"]): e["geo"] for e in train}
+    geos = {id(e["geo"]): e["geo"] for e in fit_entries}
     X = np.vstack([g.X for g in geos.values()])
     ch = np.concatenate([g.ch for g in geos.values()])
     mean, std = fit_standardiser(X, ch, C) if init is None else (init["mean"], init["std"])
     e0 = np.zeros((K, C))
     for k, f in enumerate(fids):
-        es = [e for e in train if e["k"] == k and e["E"] is not None]
+        es = [e for e in fit_entries if e["k"] == k and e["E"] is not None]
         if es:
             frames = [a for e in es for a in e["geo"].ds.atoms_list]
             e0[k] = fit_e0(frames, np.concatenate([e["geo"].ch for e in es]), np.concatenate([e["E"] for e in es]), C)
-    Fl = [e["F"] for e in train if e["F"] is not None]
-    if Fl:
-        scale = float(np.sqrt(np.mean(np.concatenate(Fl) ** 2)))
-    else:
-        res = np.concatenate([(e["E"] - np.bincount(e["geo"].struct, weights=e0[e["k"]][e["geo"].ch])) / e["geo"].n
-                              for e in train if e["E"] is not None])
-        scale = float(np.std(res) * np.sqrt(9.0)) if len(res) > 1 else 1.0
-    scale = scale if np.isfinite(scale) and scale > 1e-12 else 1.0
+    Fl = [e["F"] for e in fit_entries if e["F"] is not None]
+    resid = n_atoms = None
+    if not Fl:  # the energy spread sets the output unit only without forces
+        with_e = [e for e in fit_entries if e["E"] is not None]
+        resid = np.concatenate([(e["E"] - np.bincount(e["geo"].struct, weights=e0[e["k"]][e["geo"].ch]))
+                                / e["geo"].n for e in with_e])
+        n_atoms = np.concatenate([e["geo"].n for e in with_e])
+    scale = output_scale(np.concatenate(Fl) if Fl else None, resid, n_atoms)
     if init is not None:
         scale = float(init["scale"])
-    prob = _Problem(train, K, C, F, H, True, mean, std, scale, e0, cfg.l2, cfg.activation)
-    vprob = _Problem(val, K, C, F, H, True, mean, std, scale, e0, 0.0, cfg.activation) if val else None
-    rng = np.random.default_rng(cfg.seed)
-    theta = np.concatenate([(rng.standard_normal((1, C, F, H)) / np.sqrt(F)).ravel(), np.zeros(C * H),
-                            (0.1 * rng.standard_normal((K, C, H)) / np.sqrt(H)).ravel(), np.zeros(K * C)])
+    arch = Architecture(C, F, (H,), n_heads=K, n_trunks=1)
+    prob = _Problem(fit_entries, arch, mean, std, scale, e0, cfg.l2, cfg.activation)
+    vprob = _Problem(val_entries, arch, mean, std, scale, e0, 0.0, cfg.activation) if val_entries else None
+    theta = arch.init(cfg.seed)
     if init is not None:
-        W0, b0, w0, bo0 = _Problem([], 1, C, F, H, True, mean, std, scale, e0, 0.0).unpack(np.asarray(init["theta"]))
-        theta = np.concatenate([W0.ravel(), b0.ravel(), np.repeat(w0, K, axis=0).ravel(),
-                                np.repeat(bo0, K, axis=0).ravel()])
-    best = {"val": np.inf, "theta": theta.copy(), "it": 0, "since": 0}
-    history = []
-    state = {"it": 0}
-
-    def check(th, loss):
-        entry = {"iteration": state["it"], "train_loss": float(loss)}
-        if vprob is not None:
-            v = vprob(th, gradient=False)[0]
-            entry["val_loss"] = float(v)
-            if v < best["val"]:
-                best.update(val=v, theta=th.copy(), it=state["it"], since=0)
-            else:
-                best["since"] += 1
-        else:
-            best.update(theta=th.copy(), it=state["it"])
-        history.append(entry)
-        return vprob is not None and best["since"] >= cfg.patience
-
-    def callback(intermediate_result):
-        state["it"] += 1
-        if state["it"] % cfg.validate_every == 0 and check(np.asarray(intermediate_result.x),
-                                                          float(intermediate_result.fun)):
-            raise StopIteration
-
-    check(theta, prob(theta, gradient=False)[0])
-    res = minimize(lambda th: prob(th), theta, jac=True, method="L-BFGS-B", callback=callback,
-                   options={"maxiter": cfg.max_iter, "maxfun": 2 * cfg.max_iter + 20, "maxcor": 20, "ftol": 1e-14,
-                            "gtol": 1e-10})
-    stopped = best["since"] >= cfg.patience
-    if not stopped and (not history or history[-1]["iteration"] != state["it"]):
-        check(np.asarray(res.x), float(res.fun))
-    W, b, w, bo = prob.unpack(best["theta"])
-    info = {"model": "mlp-mf", "shared": True, "hidden": H, "activation": cfg.activation, "history": history,
-            "best_iteration": int(best["it"]), "n_iter": int(state["it"]), "stopped_early": bool(stopped),
-            "message": "early stopping" if stopped else str(res.message), "fit_seconds": time.perf_counter() - t0,
+        W0, b0, w0, bo0 = Architecture(C, F, (H,)).unpack(np.asarray(init["theta"]))
+        theta = arch.pack([W0, b0, np.repeat(w0, K, axis=0), np.repeat(bo0, K, axis=0)])
+    res = train(prob, theta, max_iter=cfg.max_iter, validate_every=cfg.validate_every, patience=cfg.patience,
+                val_loss=(lambda th: vprob(th, gradient=False)[0]) if vprob is not None else None,
+                progress="MLP-MF L-BFGS" if progress else None)
+    W, b, w, bo = arch.unpack(res.theta)
+    info = {"model": "mlp-mf", "shared": True, "hidden": H, "activation": cfg.activation, "history": res.history,
+            "best_iteration": res.best_iteration, "n_iter": res.n_iter, "stopped_early": res.stopped_early,
+            "message": res.message, "fit_seconds": time.perf_counter() - t0,
             "piwsl": vars(cfg.piwsl) if cfg.piwsl is not None else None, "l2": cfg.l2,
             "seed": int(cfg.seed), "validation_seed": int(cfg.validation_seed),
             "max_iter": int(cfg.max_iter), "patience": int(cfg.patience), "validate_every": int(cfg.validate_every),
@@ -663,17 +590,16 @@ def reptile_pretrain(basis: Basis, levels: Sequence[FidelityData], config: MLPMu
                                                 if len(extra_structures) else []))
     mean, std = fit_standardiser(X, ch, C)
     Fl = [e["F"] for _, ents in probs for e in ents if e["F"] is not None]
-    scale = float(np.sqrt(np.mean(np.concatenate(Fl) ** 2))) if Fl else 1.0
+    scale = output_scale(np.concatenate(Fl) if Fl else None)  # 1 without forces
+    arch = Architecture(C, F, (H,))
     objs = []
     for name, ents in probs:
         e = ents[0]
         e0 = np.zeros((1, C))
         if e["E"] is not None:
             e0[0] = fit_e0(e["geo"].ds.atoms_list, e["geo"].ch, e["E"], C)
-        objs.append(_Problem(ents, 1, C, F, H, True, mean, std, scale, e0, cfg.l2, cfg.activation))
-    rng = np.random.default_rng(cfg.seed)
-    theta = np.concatenate([(rng.standard_normal((1, C, F, H)) / np.sqrt(F)).ravel(), np.zeros(C * H),
-                            (0.1 * rng.standard_normal((1, C, H)) / np.sqrt(H)).ravel(), np.zeros(C)])
+        objs.append(_Problem(ents, arch, mean, std, scale, e0, cfg.l2, cfg.activation))
+    theta = arch.init(cfg.seed)
     sched = np.random.default_rng(seed)
     order = []
     for t in range(outer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -12,9 +12,11 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..basis import Basis
 from ..describe import iter_batches
-from ..errors import FileFormatError, MinbasisError
+from ..errors import MinbasisError
 from ..kernels import as_atoms_list, linear_energy_forces
 from .data import matrix_to_voigt
+from .fidelity import resolve_fidelity, single_fidelity_names
+from .fileio import load_model_file, write_model_file
 
 __all__ = ["LinearModel", "Prediction", "PredictionAccumulator", "MinbasisCalculator"]
 
@@ -70,6 +72,9 @@ class LinearModel:
     info : dict, provenance of the fit (solver, regularisation, keys, weights)
     """
 
+    #: Model kind in files and in :mod:`minbasis.fit.registry`.
+    kind: ClassVar[str] = "linear"
+
     basis: Basis
     weights: np.ndarray
     e0: np.ndarray
@@ -95,7 +100,12 @@ class LinearModel:
         if not (np.isfinite(self.weights).all() and np.isfinite(self.e0).all()):
             raise MinbasisError("weights and e0 must be finite")
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], progress: bool = False,
+    @property
+    def fidelities(self) -> list[str]:
+        """``[info["fidelity"]]`` for a head of a multi-fidelity model, else ``[]`` (one unnamed fidelity)."""
+        return single_fidelity_names(self.info)
+
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None, progress: bool = False,
                 device: str = "cpu") -> Prediction:
         """Energies, forces and stress (back-propagated through the moments; no Jacobian).
 
@@ -108,8 +118,10 @@ class LinearModel:
         StructureError / SpeciesError
             For invalid structures or species outside the basis.
         MinbasisError
-            An unknown ``device``, or device="gpu" without CuPy or a usable CUDA device.
+            A ``fidelity`` other than None or the model's own (:func:`~minbasis.fit.fidelity.resolve_fidelity`);
+            an unknown ``device``, or device="gpu" without CuPy or a usable CUDA device.
         """
+        resolve_fidelity(self.fidelities, fidelity)
         xp = None
         if device != "cpu":
             from ..kernels.gpu import array_module, to_numpy, xp_linear_energy_forces
@@ -127,17 +139,28 @@ class LinearModel:
             acc.add(chunk, batch, E, Fo, W)
         return acc.result()
 
-    def calculator(self) -> "MinbasisCalculator":
-        """An ASE calculator for this model."""
+    def calculator(self, fidelity: str | None = None) -> "MinbasisCalculator":
+        """An ASE calculator for this model.
+
+        Raises
+        ------
+        MinbasisError
+            A ``fidelity`` other than None or the model's own.
+        """
+        resolve_fidelity(self.fidelities, fidelity)
         return MinbasisCalculator(self)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the model (basis included) as a versioned, hashed .npz file, atomically
-        (:func:`minbasis.fit.atomic.write_model_file`, kind ``"linear"``)."""
-        from .atomic import write_model_file
+        (:func:`minbasis.fit.fileio.write_model_file`, kind ``"linear"``).
 
-        write_model_file(path, "linear", self.basis, {"weights": self.weights, "e0": self.e0}, {}, self.info)
+        Raises
+        ------
+        OSError
+            The file cannot be written.
+        """
+        write_model_file(path, self.kind, self.basis, {"weights": self.weights, "e0": self.e0}, {}, self.info)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LinearModel":
@@ -149,13 +172,8 @@ class LinearModel:
             Missing or corrupt file, another format version or model kind, wrong shapes, or a
             content-hash mismatch (edited file).
         """
-        from .atomic import read_model_file
-
-        basis, arrays, _, info = read_model_file(path, "linear", ("weights", "e0"))
-        try:
-            return cls(basis=basis, weights=arrays["weights"], e0=arrays["e0"], info=info)
-        except MinbasisError as exc:
-            raise FileFormatError(f"{path}: {exc}") from exc
+        return load_model_file(path, cls.kind, ("weights", "e0"), lambda basis, a, _, info: cls(
+            basis=basis, weights=a["weights"], e0=a["e0"], info=info))
 
 
 class MinbasisCalculator(Calculator):

@@ -1,6 +1,6 @@
 """Multi-fidelity linear ACE fits: Δ-coupling, uncoupled control, PIWSL rows, prior-mean meta-learning.
 
-Model (one linear ACE potential per fidelity f, design.md 4 "Linear" and "Multi-fidelity")::
+Model (one linear ACE potential per fidelity f, docs/theory/fitting.md#multi-fidelity)::
 
     E_f = Σ_i [ E0_f(Z_i) + c_{f,Z_i} · B_i ],      c_f = c_ref + d_f
 
@@ -46,7 +46,7 @@ linear-in-coefficients model whose forces are the exact gradient, the Taylor res
 second-order term ½ δᵀHδ, so the rows act as a curvature (smoothness) prior learnt from no labels.
 
 **Meta-learning, linear** (Allen et al., npj Comput. Mater. 10, 154 (2024), arXiv 2307.04012;
-the LAMeL prior-mean form of design.md 4): :func:`fit_linear_prior` fits every cheaper level on
+the LAMeL prior-mean form, docs/theory/fitting.md#meta-learning): :func:`fit_linear_prior` fits every cheaper level on
 its own, takes the mean coefficient vector as the prior mean c_prior, and fits the target level
 by c = argmin |A c − y|² + λ |c − c_prior|² with λ chosen by evidence.
 """
@@ -61,12 +61,13 @@ import numpy as np
 from ase import Atoms
 
 from ..basis import Basis
-from ..describe import iter_batches
 from ..errors import LabelError, MinbasisError
-from ..kernels import as_atoms_list, design_blocks
-from .atomic import read_model_file, write_model_file
-from .data import matrix_to_voigt
-from .fidelity import FidelityData, fidelity_names
+from ..kernels import as_atoms_list
+from .assembly import (Entry, LinearSystem, NormalEquations, RawRows, RowWeights, WeightedRows, accumulate_entries,
+                       raw_rows)
+from .fidelity import FidelityData, fidelity_names, resolve_fidelity
+from .fileio import read_model_file, write_model_file
+from .solvers import BayesianRidge, column_scale, spectrum
 from .model import LinearModel, MinbasisCalculator, Prediction
 
 __all__ = ["DesignRows", "design_rows", "FidelityBlock", "block_from_rows", "fidelity_blocks", "PIWSLConfig",
@@ -78,52 +79,21 @@ NOISE_MODELS = ("per_fidelity", "shared")
 
 
 # -- raw design rows ----------------------------------------------------------------------------------
-@dataclass
-class DesignRows:
-    """Unweighted linear-model rows of M structures (P = n_channels · n_features columns).
-
-    Attributes
-    ----------
-    XE : (M, P) Σ over atoms of each centre species of the features (energy = XE·c + E0 part)
-    XF : (N, 3, P) force rows, F_{k,a} = XF[k, a]·c (eV/Å per coefficient unit)
-    XV : (M, 6, P) or None, virial rows V·σ (Voigt), periodic structures only
-    counts : (M, C) number of atoms of each species; n_atoms : (M,); atom_ptr : (M+1,)
-    """
-
-    XE: np.ndarray
-    XF: np.ndarray
-    XV: np.ndarray | None
-    counts: np.ndarray
-    n_atoms: np.ndarray
-    atom_ptr: np.ndarray
+#: Unweighted linear-model rows (the assembly core's :class:`~minbasis.fit.assembly.RawRows`).
+DesignRows = RawRows
 
 
-def design_rows(basis: Basis, atoms_or_list, with_virial: bool = False, progress: bool = False) -> DesignRows:
-    """Compute :class:`DesignRows` (features summed per species, force and virial rows) for structures.
+def design_rows(basis: Basis, atoms_or_list, with_virial: bool = False, progress: bool = False) -> RawRows:
+    """Compute the unweighted rows (features summed per species, force and virial rows) of structures.
+
+    Holds every force row in memory: meant for small sets and analyses; fits stream instead.
 
     Raises
     ------
     StructureError / SpeciesError
         Invalid structures or species outside the basis.
     """
-    atoms_list = as_atoms_list(atoms_or_list)
-    plan = basis.plan
-    C, F = plan.n_channels, plan.n_features
-    XE, XF, XV, counts = [], [], [], []
-    bytes_per_pair = 3 * F * C * 8 + 3 * F * 8 * 2
-    for start, chunk, batch in iter_batches(atoms_list, basis, 512 * 1024**2, bytes_per_pair,
-                                            "design rows" if progress else None):
-        e, f, v = design_blocks(plan, batch, with_virial=with_virial)
-        XE.append(e)
-        XF.append(f)
-        if with_virial:
-            XV.append(np.moveaxis(matrix_to_voigt(np.moveaxis(v, -1, 0)), 0, -1))
-        for m in range(len(chunk)):
-            counts.append(np.bincount(batch.centre_ch[batch.atom_ptr[m]:batch.atom_ptr[m + 1]], minlength=C))
-    n_atoms = np.array([len(a) for a in atoms_list])
-    return DesignRows(XE=np.vstack(XE), XF=np.concatenate(XF), XV=np.concatenate(XV) if with_virial else None,
-                      counts=np.asarray(counts, dtype=float), n_atoms=n_atoms,
-                      atom_ptr=np.concatenate([[0], np.cumsum(n_atoms)]))
+    return raw_rows(basis, as_atoms_list(atoms_or_list), with_virial, "design rows" if progress else None)
 
 
 # -- PIWSL --------------------------------------------------------------------------------------------
@@ -182,7 +152,22 @@ def _displaced(atoms_list, disp):
     return out
 
 
-def piwsl_rows(basis: Basis, atoms_or_list, cfg: PIWSLConfig, rows0: DesignRows | None = None,
+def _piwsl_pair(basis: Basis, atoms_list, d1, d2, r0: RawRows) -> tuple[np.ndarray, np.ndarray]:
+    """Taylor and path rows (M, P) per atom for structures with displacements d1, d2 and rows r0."""
+    r1 = raw_rows(basis, _displaced(atoms_list, d1))
+    r2 = raw_rows(basis, _displaced(atoms_list, d2))
+    ptr = r0.atom_ptr
+    tay = np.empty_like(r0.XE)
+    path = np.empty_like(r0.XE)
+    for m in range(len(atoms_list)):
+        a0, a1 = ptr[m], ptr[m + 1]
+        n = a1 - a0
+        tay[m] = (r1.XE[m] - r0.XE[m] + np.einsum("ka,kap->p", d1[m], r0.XF[a0:a1])) / n
+        path[m] = (r1.XE[m] - r2.XE[m] + np.einsum("ka,kap->p", d1[m] - d2[m], r2.XF[a0:a1])) / n
+    return tay, path
+
+
+def piwsl_rows(basis: Basis, atoms_or_list, cfg: PIWSLConfig, rows0: RawRows | None = None,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Unweighted PIWSL rows per structure: (taylor (M, P), path (M, P)), per atom.
 
@@ -199,44 +184,57 @@ def piwsl_rows(basis: Basis, atoms_or_list, cfg: PIWSLConfig, rows0: DesignRows 
     atoms_list = as_atoms_list(atoms_or_list)
     d1, d2 = piwsl_displacements(atoms_list, cfg)
     r0 = rows0 if rows0 is not None else design_rows(basis, atoms_list, progress=progress)
-    r1 = design_rows(basis, _displaced(atoms_list, d1))
-    r2 = design_rows(basis, _displaced(atoms_list, d2))
-    ptr = r0.atom_ptr
-    M = len(atoms_list)
-    tay = np.empty_like(r0.XE)
-    path = np.empty_like(r0.XE)
-    for m in range(M):
-        a0, a1 = ptr[m], ptr[m + 1]
-        n = a1 - a0
-        tay[m] = (r1.XE[m] - r0.XE[m] + np.einsum("ka,kap->p", d1[m], r0.XF[a0:a1])) / n
-        path[m] = (r1.XE[m] - r2.XE[m] + np.einsum("ka,kap->p", d1[m] - d2[m], r2.XF[a0:a1])) / n
-    return tay, path
+    return _piwsl_pair(basis, atoms_list, d1, d2, r0)
 
 
 # -- normal-equation blocks ---------------------------------------------------------------------------
-@dataclass
 class FidelityBlock:
-    """Weighted least-squares pieces of one fidelity, E0 eliminated (module docstring).
+    """Normal equations of one fidelity, E0 eliminated (module docstring).
 
     Attributes
     ----------
     fidelity : str
-    G : (P, P) Gram matrix AᵀA of the projected weighted rows; b : (P,) Aᵀy; yy : float yᵀy
-    n_rows : int, rows (minus the eliminated E0 directions)
-    AE, yE, counts : weighted energy rows (nE, P), targets (nE,), composition columns (nE, C), unprojected
-        (to recover E0_f afterwards); empty when the fidelity has no energies
-    info : dict, row counts per observable
+    eq : NormalEquations (the streaming accumulator of this fidelity's weighted rows)
+    info : dict, row counts per observable (``energy_rows``, ``force_rows``, ``virial_rows``, ``piwsl_rows``)
+
+    Properties ``G`` (P, P) AᵀA, ``b`` (P,) Aᵀy, ``yy`` and ``n_rows`` describe the E0-eliminated
+    system; ``system`` is the :class:`~minbasis.fit.assembly.LinearSystem` itself (row form when
+    the fidelity has fewer rows than columns).
     """
 
-    fidelity: str
-    G: np.ndarray
-    b: np.ndarray
-    yy: float
-    n_rows: int
-    AE: np.ndarray
-    yE: np.ndarray
-    counts: np.ndarray
-    info: dict = field(default_factory=dict)
+    def __init__(self, fidelity: str, eq: NormalEquations, info: dict | None = None):
+        self.fidelity = fidelity
+        self.eq = eq
+        self.info = dict(info or {})
+        self._system: LinearSystem | None = None
+        self._gram = None
+
+    @property
+    def system(self) -> LinearSystem:
+        if self._system is None:
+            self._system = self.eq.system()
+        return self._system
+
+    def _g(self):
+        if self._gram is None:
+            self._gram = self.system.gram()
+        return self._gram
+
+    @property
+    def G(self) -> np.ndarray:
+        return self._g()[0]
+
+    @property
+    def b(self) -> np.ndarray:
+        return self._g()[1]
+
+    @property
+    def yy(self) -> float:
+        return self._g()[2]
+
+    @property
+    def n_rows(self) -> int:
+        return self.system.n_rows
 
 
 def block_from_rows(fidelity: str, AE: np.ndarray, yE: np.ndarray, counts: np.ndarray, AO: np.ndarray,
@@ -245,120 +243,122 @@ def block_from_rows(fidelity: str, AE: np.ndarray, yE: np.ndarray, counts: np.nd
     and other weighted rows (AO (nO, P), yO: forces, virials, PIWSL). The energy rows are
     projected off the span of ``counts`` (this fidelity's own, unregularised E0)."""
     P = AO.shape[1] if AO.size else AE.shape[1]
-    AEp, yEp = AE, yE
-    k = 0
-    if len(yE):
-        Q, s, _ = np.linalg.svd(counts, full_matrices=False)
-        Q = Q[:, s > 1e-10 * max(s.max(), 1e-300)]
-        k = Q.shape[1]
-        AEp = AE - Q @ (Q.T @ AE)
-        yEp = yE - Q @ (Q.T @ yE)
-    G = np.zeros((P, P))
-    b = np.zeros(P)
-    yy = 0.0
-    for A, y in ((AEp, yEp), (AO, yO)):
-        if len(y):
-            G += A.T @ A
-            b += A.T @ y
-            yy += float(y @ y)
-    return FidelityBlock(fidelity=fidelity, G=G, b=b, yy=yy, n_rows=int(len(yE) + len(yO) - k), AE=AE, yE=yE,
-                         counts=counts, info=dict(info or {}))
+    counts = np.asarray(counts, dtype=float).reshape(len(yE), -1)
+    eq = NormalEquations(P, counts.shape[1])
+    eq.add(WeightedRows(AE=np.asarray(AE, dtype=float).reshape(-1, P), yE=np.asarray(yE, dtype=float), CE=counts,
+                        AO=np.asarray(AO, dtype=float).reshape(-1, P), yO=np.asarray(yO, dtype=float),
+                        n_rows={"energy": len(yE), "forces": len(yO)}))
+    return FidelityBlock(fidelity, eq, info)
+
+
+def _piwsl_extra(basis: Basis, atoms_list, piwsl: PIWSLConfig):
+    """Callback for :func:`~minbasis.fit.assembly.accumulate_entries` adding weighted PIWSL rows per batch."""
+    d1, d2 = piwsl_displacements(atoms_list, piwsl)
+
+    def extra(start, stop, raw, labels, weights):
+        if labels.energy is None or weights.energy <= 0:
+            return []
+        tay, path = _piwsl_pair(basis, atoms_list[start:stop], d1[start:stop], d2[start:stop], raw)
+        wp = weights.energy * weights.factors(labels.config_type[start:stop])
+        out = []
+        for lam, rows in ((piwsl.lambda_tc, tay), (piwsl.lambda_sc, path)):
+            if lam > 0:
+                out.append((np.sqrt(lam) * wp[:, None] * rows, np.zeros(len(wp))))
+        return out
+
+    return extra
 
 
 def fidelity_blocks(basis: Basis, data: Sequence[FidelityData], piwsl: PIWSLConfig | None = None,
                     progress: bool = False) -> list[FidelityBlock]:
     """One :class:`FidelityBlock` per fidelity (entries with the same fidelity are merged).
 
-    Rows per entry (weights w from ``FidelityData.weights`` times the config_type factor):
-    energies w_E (E − …)/n_atoms, forces w_F F, virials w_S V σ / n_atoms (periodic structures
-    with stress), and with ``piwsl`` the PIWSL rows of structures that carry energies. Missing
-    labels (key None or weight 0) add no rows.
+    Rows per entry (weights w from ``FidelityData.weights`` times the config_type factor) are
+    those of :func:`minbasis.fit.assembly.weight_rows`: energies w_E (E − …)/n_atoms, forces
+    w_F F, virials w_S V σ / n_atoms (periodic structures with stress), and with ``piwsl`` the
+    PIWSL rows of structures that carry energies. Missing labels (key None or weight 0) add no
+    rows. Structures are streamed in batches; entries that share a structure list share one
+    pass of the kernels.
 
     Raises
     ------
     LabelError
         Missing or malformed labels, or a fidelity with no rows at all.
     """
-    rows_cache: dict = {}
-    per: dict[str, dict] = {}
-    C = len(basis.species)
+    C, F = len(basis.species), basis.n_features
+    P = C * F
+    accs: dict[str, NormalEquations] = {}
+    groups: dict[int, tuple] = {}
+    use_piwsl = piwsl is not None and (piwsl.lambda_tc > 0 or piwsl.lambda_sc > 0)
     for d in data:
         labels = d.labels()
         w = d.weights
-        wct = d.config_weights(labels)
-        use_v = labels.stress is not None and w["stress"] > 0
-        key = (id(d.structures), use_v)
-        if key not in rows_cache:
-            rows_cache[key] = design_rows(basis, d.structures, with_virial=use_v, progress=progress)
-        r = rows_cache[key]
-        acc = per.setdefault(d.fidelity, {"AE": [], "yE": [], "cnt": [], "AO": [], "yO": [],
-                                          "info": {"energy_rows": 0, "force_rows": 0, "virial_rows": 0,
-                                                   "piwsl_rows": 0}})
-        n = r.n_atoms.astype(float)
-        if labels.energy is not None and w["energy"] > 0:
-            we = w["energy"] * wct / n
-            acc["AE"].append(we[:, None] * r.XE)
-            acc["yE"].append(we * labels.energy)
-            acc["cnt"].append(we[:, None] * r.counts)
-            acc["info"]["energy_rows"] += len(n)
-            if piwsl is not None and (piwsl.lambda_tc > 0 or piwsl.lambda_sc > 0):
-                tay, path = piwsl_rows(basis, d.structures, piwsl, rows0=r)
-                wp = w["energy"] * wct
-                for lam, rows in ((piwsl.lambda_tc, tay), (piwsl.lambda_sc, path)):
-                    if lam > 0:
-                        acc["AO"].append(np.sqrt(lam) * wp[:, None] * rows)
-                        acc["yO"].append(np.zeros(len(n)))
-                        acc["info"]["piwsl_rows"] += len(n)
-        if labels.forces is not None and w["forces"] > 0:
-            wf = np.repeat(w["forces"] * wct, r.n_atoms * 3)
-            acc["AO"].append(wf[:, None] * r.XF.reshape(-1, r.XF.shape[-1]))
-            acc["yO"].append(wf * np.concatenate([f.reshape(-1) for f in labels.forces]))
-            acc["info"]["force_rows"] += len(wf)
-        if use_v:
-            has = np.isfinite(labels.stress).all(axis=1)
-            vol = np.array([abs(a.get_volume()) if a.pbc.all() else np.nan for a in d.structures])
-            ws = w["stress"] * wct / n
-            for m in np.flatnonzero(has):
-                acc["AO"].append(ws[m] * r.XV[m])
-                acc["yO"].append(ws[m] * vol[m] * labels.stress[m])
-                acc["info"]["virial_rows"] += 6
+        rw = RowWeights(w["energy"], w["forces"], w["stress"], dict(w.get("config_type", {})))
+        acc = accs.setdefault(d.fidelity, NormalEquations(P, C))
+        entry = Entry(labels, rw, acc)
+        if not any(entry.uses().values()) or not (rw.factors(labels.config_type) > 0).any():
+            continue
+        groups.setdefault(id(d.structures), (d.structures, []))[1].append(entry)
+    for structures, entries in groups.values():
+        atoms_list = as_atoms_list(structures)
+        if use_piwsl:
+            extra = _piwsl_extra(basis, atoms_list, piwsl)
+            for e in entries:
+                if e.uses()["energy"]:
+                    e.extra = extra
+        accumulate_entries(basis, atoms_list, entries, progress="design rows" if progress else None)
     blocks = []
-    for fid, acc in per.items():
-        P = C * basis.n_features
-        AE = np.vstack(acc["AE"]) if acc["AE"] else np.zeros((0, P))
-        yE = np.concatenate(acc["yE"]) if acc["yE"] else np.zeros(0)
-        cnt = np.vstack(acc["cnt"]) if acc["cnt"] else np.zeros((0, C))
-        AO = np.vstack(acc["AO"]) if acc["AO"] else np.zeros((0, P))
-        yO = np.concatenate(acc["yO"]) if acc["yO"] else np.zeros(0)
-        if not len(yE) and not len(yO):
+    for fid, acc in accs.items():
+        if acc.total_rows == 0:
             raise LabelError(f"fidelity {fid!r}: nothing to fit (all labels absent or weighted 0)")
-        blocks.append(block_from_rows(fid, AE, yE, cnt, AO, yO, acc["info"]))
+        nr = acc.n_rows
+        blocks.append(FidelityBlock(fid, acc, {"energy_rows": nr["energy"], "force_rows": nr["forces"],
+                                               "virial_rows": nr["virial"], "piwsl_rows": nr["extra"]}))
     return blocks
 
 
 # -- solvers ------------------------------------------------------------------------------------------
 class _Eig:
-    """Eigen-factorisation of a scaled Gram matrix restricted to active columns: G = L diag(g) Lᵀ."""
+    """Eigen-coordinates of one fidelity's scaled system: AᵀA = L diag(g) Lᵀ.
 
-    def __init__(self, G: np.ndarray):
-        g, L = np.linalg.eigh(G)
-        keep = g > 1e-12 * max(g.max(), 1e-300)
-        self.g, self.L = g[keep], np.ascontiguousarray(L[:, keep])
-        self.P = G.shape[0]
+    ``g_all, L_all``: every eigenpair (g ≥ 0; min(n, P) of them for the row form) — used where
+    the Gram matrix itself enters (S, the corrections d_f, log-determinants), so nothing is
+    truncated there. ``g, L, beta``: the non-null directions (g > 10⁻¹² max g) — used for the
+    low-rank (Woodbury) route and for the stable residual with E⊥, the part of ‖y‖² that no
+    coefficient vector reaches."""
+
+    def __init__(self, system: LinearSystem):
+        sp = spectrum(system)
+        keep = sp.kept
+        self.g_all, self.L_all, self.beta_all = sp.g, np.ascontiguousarray(sp.V), sp.beta
+        self.keep = keep
+        self.g, self.L = sp.g[keep], np.ascontiguousarray(sp.V[:, keep])
+        self.beta = sp.beta[keep]
+        self.e_perp = sp.e_perp
+        self.P = system.P
 
     def logdet_plus(self, r: float) -> float:
         """log|G + r I|."""
-        return float(np.sum(np.log(self.g + r)) + (self.P - len(self.g)) * np.log(r))
+        return float(np.sum(np.log(self.g_all + r)) + (self.P - len(self.g_all)) * np.log(r))
 
     def apply_inv_plus(self, v: np.ndarray, r: float) -> np.ndarray:
         """(G + r I)⁻¹ v."""
-        Lv = self.L.T @ v
-        return (v - self.L @ Lv) / r + self.L @ (Lv / (self.g + r))
+        Lv = self.L_all.T @ v
+        return (v - self.L_all @ Lv) / r + self.L_all @ (Lv / (self.g_all + r))
+
+    def residual(self, c: np.ndarray) -> float:
+        """‖A c − y‖² = E⊥ + Σ_kept (g u − β)²/g + Σ_null (g u² − 2 u β), u = Lᵀc (no cancellation)."""
+        u = self.L_all.T @ c
+        k = self.keep
+        uk, gk, bk = u[k], self.g_all[k], self.beta_all[k]
+        un, gn, bn = u[~k], self.g_all[~k], self.beta_all[~k]
+        return max(self.e_perp + float(np.sum((gk * uk - bk) ** 2 / gk)) + float(np.sum(gn * un**2 - 2 * un * bn)),
+                   0.0)
 
 
 def _scaled(blocks: Sequence[FidelityBlock]):
     """Column scale (unit RMS over all rows) and active columns."""
-    diag = sum(np.diag(b.G) for b in blocks)
+    diag = sum(b.system.diag() for b in blocks)
     n = max(sum(b.n_rows for b in blocks), 1)
     scale = np.sqrt(np.maximum(diag, 0.0) / n)
     active = scale > 1e-12 * max(scale.max(), 1e-300)
@@ -368,10 +368,15 @@ def _scaled(blocks: Sequence[FidelityBlock]):
 class _DeltaProblem:
     """The Δ-coupled problem in scaled, active coordinates; evaluates solutions and evidence.
 
-    ``omega`` (one relative noise precision per fidelity, ω_f = β_f/β) multiplies that fidelity's
-    rows' Gram matrix, right-hand side and residual; ω = 1 everywhere is the shared-noise problem.
-    Since ω_f G_f r_d (ω_f G_f + r_d)⁻¹ = ω_f · G_f t (G_f + t)⁻¹ with t = r_d/ω_f, each fidelity's
-    eliminated block is cached per t (one eigendecomposition per fidelity, one P³ product per t).
+    Each fidelity f is held in its eigen-coordinates (L_f, g_f, β_f). ``omega`` (one relative
+    noise precision per fidelity, ω_f = β_f/β) scales that fidelity's Gram matrix, right-hand
+    side and residual. The reduced matrix S = r_c I + Σ_f L_f diag(h_f) L_fᵀ (h_f = ω_f g_f r_d /
+    (ω_f g_f + r_d) with a correction d_f, ω_f g_f without) is handled in the eigenbasis U of
+    the fidelity of largest rank (the "base"): S = U [diag(r_c + h_base) + W H Wᵀ] Uᵀ with
+    W = Uᵀ [L_f …] computed once. When the other fidelities together have rank K ≤ P/2 (e.g.
+    energy-only high-level data next to force-rich low-level data), S is inverted by the
+    Woodbury identity in O(P K²) per evaluation instead of O(P³); otherwise by a Cholesky
+    factorisation of the P × P matrix in that basis.
     """
 
     def __init__(self, blocks: Sequence[FidelityBlock], with_d: Sequence[bool]):
@@ -379,78 +384,100 @@ class _DeltaProblem:
         self.scale, self.active = _scaled(blocks)
         s = self.scale[self.active]
         a = self.active
-        self.G = [b.G[np.ix_(a, a)] / np.outer(s, s) for b in blocks]
-        self.b = [b.b[a] / s for b in blocks]
-        self.yy = [b.yy for b in blocks]
+        self.eigs = [_Eig(b.system.restrict(a, self.scale)) for b in blocks]
         self.n_f = [b.n_rows for b in blocks]
         self.n = sum(self.n_f)
         self.with_d = list(with_d)
         self.P = int(a.sum())
-        self._eig: dict[int, _Eig] = {}
-        self._part: dict = {}
+        ranks = [len(e.g) for e in self.eigs]
+        self.base = int(np.argmax(ranks))
+        eb = self.eigs[self.base]
+        # full orthonormal basis U of the base fidelity: all its eigenvectors (plus, in the row
+        # form, an orthonormal completion of their span)
+        m = len(eb.g_all)
+        if m < self.P:
+            R = np.random.default_rng(0).standard_normal((self.P, self.P - m))
+            R -= eb.L_all @ (eb.L_all.T @ R)
+            null, _ = np.linalg.qr(R)
+            self.U = np.column_stack([eb.L_all, null])
+        else:
+            self.U = eb.L_all
+        self.others = [f for f in range(len(self.blocks)) if f != self.base]
+        self.K = sum(len(self.eigs[f].g) for f in self.others)
+        self.woodbury = self.K <= self.P // 2
+        # low-rank route: non-null directions only; dense route: every eigenpair (nothing truncated)
+        self.W = {f: self.U.T @ (self.eigs[f].L if self.woodbury else self.eigs[f].L_all) for f in self.others}
 
-    def eig(self, f: int) -> _Eig:
-        if f not in self._eig:
-            self._eig[f] = _Eig(self.G[f])
-        return self._eig[f]
+    def _h(self, f: int, r_d: float, w: float, g: np.ndarray) -> np.ndarray:
+        if not self.with_d[f] or not np.isfinite(r_d):
+            return w * g
+        return w * g * r_d / (w * g + r_d)
 
-    def part(self, f: int, t: float):
-        """(G_f t (G_f + t)⁻¹, b_f − G_f (G_f + t)⁻¹ b_f, log|G_f + t|) of fidelity f (cached)."""
-        key = (f, t)
-        if key not in self._part:
-            e = self.eig(f)
-            h = e.g * t / (e.g + t)
-            M = (e.L * h) @ e.L.T
-            rhs = self.b[f] - e.L @ ((e.g / (e.g + t)) * (e.L.T @ self.b[f]))
-            if len(self._part) >= 10:
-                self._part.pop(next(iter(self._part)))
-            self._part[key] = (M, rhs, e.logdet_plus(t))
-        return self._part[key]
+    def _rhs(self, f: int, r_d: float, w: float) -> np.ndarray:
+        e = self.eigs[f]
+        if not self.with_d[f] or not np.isfinite(r_d):
+            return w * (e.L_all @ e.beta_all)
+        return w * (e.L_all @ (e.beta_all * r_d / (w * e.g_all + r_d)))
 
-    def reduced(self, r_d: float, omega=None):
-        """(Σ_f M_f, Σ_f rhs_f, Σ_f log|ω_f G_f + r_d|) with the d_f eliminated."""
-        omega = np.ones(len(self.blocks)) if omega is None else omega
-        M = np.zeros((self.P, self.P))
-        rhs = np.zeros(self.P)
-        logdet = 0.0
-        for f in range(len(self.blocks)):
-            w = float(omega[f])
-            if not self.with_d[f] or not np.isfinite(r_d):
-                M += w * self.G[f]
-                rhs += w * self.b[f]
-                continue
-            Mf, rf, ld = self.part(f, r_d / w)
-            M += w * Mf
-            rhs += w * rf
-            logdet += ld + self.P * np.log(w)
-        return M, rhs, logdet
+    def _g_other(self, f: int) -> np.ndarray:
+        e = self.eigs[f]
+        return e.g if self.woodbury else e.g_all
 
     def solve(self, r_c: float, r_d: float, omega=None):
         """(c_ref (P,), d list of (P,) or None per fidelity, log evidence) in scaled coordinates."""
         import scipy.linalg
 
         omega = np.ones(len(self.blocks)) if omega is None else np.asarray(omega, dtype=float)
-        M, rhs, logdet_d = self.reduced(r_d, omega)
-        S = M + r_c * np.eye(self.P)
-        try:
-            cf = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
+        rhs = sum(self._rhs(f, r_d, float(omega[f])) for f in range(len(self.blocks)))
+        hb = np.zeros(self.P)
+        gb = self.eigs[self.base].g_all
+        hb[:len(gb)] = self._h(self.base, r_d, float(omega[self.base]), gb)
+        D = r_c + hb
+        if np.any(D <= 0):
             return None, None, -np.inf
-        c = scipy.linalg.cho_solve(cf, rhs, check_finite=False)
-        logdet_S = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        rhs_u = self.U.T @ rhs
+        if self.others:
+            Wm = np.column_stack([self.W[f] for f in self.others])
+            H = np.concatenate([self._h(f, r_d, float(omega[f]), self._g_other(f)) for f in self.others])
+        else:
+            Wm, H = np.zeros((self.P, 0)), np.zeros(0)
+        try:
+            if self.woodbury:
+                DW = Wm / D[:, None]
+                inner = np.diag(1.0 / H) + Wm.T @ DW if len(H) else np.zeros((0, 0))
+                cf = scipy.linalg.cho_factor(inner, lower=True, check_finite=False) if len(H) else None
+                x = rhs_u / D
+                if len(H):
+                    x -= DW @ scipy.linalg.cho_solve(cf, Wm.T @ x, check_finite=False)
+                    logdet_S = float(np.sum(np.log(D))) + 2.0 * float(np.sum(np.log(np.diag(cf[0])))) + float(
+                        np.sum(np.log(H)))
+                else:
+                    logdet_S = float(np.sum(np.log(D)))
+            else:
+                S = np.diag(D) + (Wm * H) @ Wm.T
+                cf = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
+                x = scipy.linalg.cho_solve(cf, rhs_u, check_finite=False)
+                logdet_S = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
+        except (np.linalg.LinAlgError, ValueError):
+            return None, None, -np.inf
+        c = self.U @ x
         ds = []
         E = r_c * float(c @ c)
         n_d = 0
-        for f in range(len(self.blocks)):
+        logdet_d = 0.0
+        for f, e in enumerate(self.eigs):
+            w = float(omega[f])
             if self.with_d[f] and np.isfinite(r_d):
-                d = self.eig(f).apply_inv_plus(self.b[f] - self.G[f] @ c, r_d / omega[f])
+                u = e.L_all.T @ c
+                d = e.L_all @ ((e.beta_all - e.g_all * u) / (e.g_all + r_d / w))
                 E += r_d * float(d @ d)
                 n_d += 1
+                logdet_d += e.logdet_plus(r_d / w) + self.P * np.log(w)
             else:
                 d = None
             ds.append(d)
             cf_ = c + (d if d is not None else 0.0)
-            E += omega[f] * (self.yy[f] - 2.0 * float(cf_ @ self.b[f]) + float(cf_ @ (self.G[f] @ cf_)))
+            E += w * e.residual(cf_)
         E = max(E, 1e-300)
         self.last_E = E
         logev = 0.5 * self.P * np.log(r_c) - 0.5 * logdet_S - 0.5 * self.n * np.log(E)
@@ -506,33 +533,37 @@ def _ascent(fun, start: Sequence[float], steps=(1.0, 1.0 / 3.0), bounds=None, fi
     return cur, memo
 
 
-def _single_evidence(G: np.ndarray, b: np.ndarray, yy: float, n: int):
-    """Ridge with evidence-optimal strength on one scaled Gram system: (coef, r, log evidence).
+def _bayes_block(blk: FidelityBlock, prior: np.ndarray | None = None, r: float | None = None):
+    """Evidence-optimal (or fixed-ridge ``r``) fit of one fidelity, optionally towards a prior mean.
 
-    The residual-plus-penalty at the optimum, E(r) = yy − Σ β²/(g + r), is evaluated as
-    E⊥ + Σ β² r / (g (g + r)) with E⊥ = max(yy − Σ β²/g, 0) (the part of y outside the range of
-    the rows): written as one difference it cancels to round-off, and can even turn negative,
-    when the rows can interpolate the targets (few energies, or a prior mean that nearly fits
-    them), which used to send the evidence to the bottom of the ridge grid."""
-    e = _Eig(G)
-    beta = e.L.T @ b
-    grid = 10.0 ** np.arange(-12.0, 6.01, 0.05)
-    best = None
-    e_perp = max(yy - float(np.sum(beta**2 / e.g)), 0.0)
-    for r in grid:
-        E = max(e_perp + float(np.sum(beta**2 * r / (e.g * (e.g + r)))), 1e-300)
-        lev = 0.5 * float(np.sum(np.log(r) - np.log(e.g + r))) - 0.5 * n * np.log(E)
-        if best is None or lev > best[1]:
-            best = (r, lev)
-    r = best[0]
-    return e.L @ (beta / (e.g + r)), float(r), float(best[1])
+    Uses the same column scaling and :class:`~minbasis.fit.solvers.BayesianRidge` as
+    :func:`~minbasis.fit.linear.fit_linear`, so an uncoupled single-fidelity fit equals it. A prior
+    mean c0 shifts the problem to z = c − c0: β ← β − g·(Vᵀc0) in the eigen-coordinates, while the
+    unreachable part E⊥ of the residual is unchanged (no cancellation).
+
+    Returns (coef (P,), ridge λ/α, log evidence or NaN).
+    """
+    system = blk.system
+    scale, active = column_scale(system)
+    sp = spectrum(system.restrict(active, scale))
+    c0 = np.zeros(int(active.sum()))
+    if prior is not None:
+        c0 = np.asarray(prior, dtype=float)[active] * scale[active]
+        sp.beta = sp.beta - sp.g * (sp.V.T @ c0)
+    if r is not None:
+        z, ridge, lev = sp.V @ (sp.beta / (sp.g + r)), float(r), float("nan")
+    else:
+        zk, info, _, _ = BayesianRidge().solve_spectrum(sp)
+        z, ridge, lev = sp.V @ zk, info["effective_alpha"], info["log_evidence"]
+    coef = np.zeros(system.P)
+    coef[active] = (z + c0) / scale[active]
+    return coef, ridge, lev
 
 
 def _e0(block: FidelityBlock, coef: np.ndarray, C: int) -> np.ndarray:
-    if not len(block.yE):
+    if block.eq.C == 0 or block.eq.n_rows["energy"] == 0:
         return np.zeros(C)
-    resid = block.yE - block.AE @ coef
-    return np.linalg.lstsq(block.counts, resid, rcond=None)[0]
+    return block.eq.e0(coef)
 
 
 def solve_delta(blocks: Sequence[FidelityBlock], r_c: float, r_d: float, anchor: str | None = None,
@@ -554,7 +585,7 @@ def solve_delta(blocks: Sequence[FidelityBlock], r_c: float, r_d: float, anchor:
     c, ds, lev = prob.solve(r_c, r_d, noise_weights)
     if c is None:
         raise MinbasisError("the Δ-coupled normal equations are singular; increase r_c")
-    P = blocks[0].G.shape[0]
+    P = blocks[0].system.P
     coefs = np.array([prob.unscale(c + (d if d is not None else 0.0), P) for d in ds])
     return coefs, prob.unscale(c, P), lev
 
@@ -598,30 +629,16 @@ def fit_blocks(blocks: Sequence[FidelityBlock], coupling: str = "delta", r_c: fl
             raise MinbasisError(f"{name} must be > 0 (np.inf allowed for r_d), got {v}")
     info: dict = {"coupling": coupling, "fidelities": [b.fidelity for b in blocks],
                   "rows": {b.fidelity: b.info for b in blocks}}
-    P = blocks[0].G.shape[0]
+    P = blocks[0].system.P
     t0 = time.perf_counter()
     if coupling == "none":
         coefs = np.zeros((len(blocks), P))
         info["per_fidelity"] = {}
         for k, blk in enumerate(blocks):
-            scale, active = _scaled([blk])
-            s = scale[active]
-            G = blk.G[np.ix_(active, active)] / np.outer(s, s)
-            b = blk.b[active] / s
-            yy = blk.yy
-            c0 = np.zeros(int(active.sum()))
-            if prior is not None and blk.fidelity in prior:
-                c0 = np.asarray(prior[blk.fidelity], dtype=float)[active] * s
-                yy = yy - 2.0 * float(c0 @ b) + float(c0 @ (G @ c0))
-                b = b - G @ c0
-            if r_c is not None:
-                e = _Eig(G)
-                z, r, lev = e.L @ ((e.L.T @ b) / (e.g + r_c)), r_c, float("nan")
-            else:
-                z, r, lev = _single_evidence(G, b, yy, blk.n_rows)
-            coefs[k, active] = (z + c0) / s
+            pm = prior.get(blk.fidelity) if prior is not None else None
+            coefs[k], r, lev = _bayes_block(blk, pm, r_c)
             info["per_fidelity"][blk.fidelity] = {"ridge": r, "log_evidence": lev,
-                                                 "prior_mean": prior is not None and blk.fidelity in prior}
+                                                 "prior_mean": pm is not None}
     else:
         prob = _DeltaProblem(blocks, [b.fidelity != anchor for b in blocks])
         if coupling == "pooled":
@@ -679,6 +696,7 @@ class MultiFidelityModel:
         Shapes that do not match the basis, duplicate or empty names, non-finite values.
     """
 
+    kind = "linear-mf"  # model kind in files and in minbasis.fit.registry (a class attribute, not a field)
     basis: Basis
     fidelities: list
     weights: np.ndarray
@@ -701,14 +719,7 @@ class MultiFidelityModel:
             raise MinbasisError("weights and e0 must be finite")
 
     def _index(self, fidelity: str | None) -> int:
-        if fidelity is None:
-            if len(self.fidelities) == 1:
-                return 0
-            raise MinbasisError(f"this multi-fidelity model needs fidelity=...; it knows {self.fidelities}")
-        if fidelity not in self.fidelities:
-            raise MinbasisError(f"fidelity {fidelity!r} was not in the training data of this model; "
-                                f"known fidelities: {self.fidelities}")
-        return self.fidelities.index(fidelity)
+        return resolve_fidelity(self.fidelities, fidelity)
 
     def head(self, fidelity: str | None = None) -> LinearModel:
         """The :class:`~minbasis.fit.model.LinearModel` of one fidelity.
@@ -722,7 +733,7 @@ class MultiFidelityModel:
         return LinearModel(basis=self.basis, weights=self.weights[k], e0=self.e0[k],
                            info={"fidelity": self.fidelities[k], **self.info})
 
-    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = "high",
+    def predict(self, atoms_or_list: Atoms | Sequence[Atoms], fidelity: str | None = None,
                 progress: bool = False) -> Prediction:
         """Energies (eV), forces (eV/Å), stress (eV/Å³) at one fidelity.
 
@@ -733,7 +744,7 @@ class MultiFidelityModel:
         """
         return self.head(fidelity).predict(atoms_or_list, progress=progress)
 
-    def calculator(self, fidelity: str | None = "high") -> MinbasisCalculator:
+    def calculator(self, fidelity: str | None = None) -> MinbasisCalculator:
         """An ASE calculator predicting at ``fidelity`` (checked now, not at the first call)."""
         return MinbasisCalculator(self.head(fidelity))
 
@@ -808,7 +819,7 @@ def fit_linear_mf(basis: Basis, data: Sequence[FidelityData], *, coupling: str =
 
 def fit_linear_prior(basis: Basis, data: Sequence[FidelityData], target: str, *, progress: bool = False,
                      blocks: Sequence[FidelityBlock] | None = None) -> MultiFidelityModel:
-    """Meta-learned prior mean for linear models (design.md 4; Allen et al. 2024, LAMeL).
+    """Meta-learned prior mean for linear models (docs/theory/fitting.md#meta-learning; Allen et al. 2024, LAMeL).
 
     Every fidelity other than ``target`` is fitted on its own (evidence-optimal ridge); the mean
     of those coefficient vectors is the prior mean c_prior; the target is then fitted by

@@ -1,4 +1,4 @@
-"""Linear fits on polynomial features of a basis (design.md 3.4 last bullet, 4 "Linear or nonlinear?";
+"""Linear fits on polynomial features of a basis (docs/theory/completeness.md, docs/theory/fitting.md;
 the comparison of linear and nonlinear models on one descriptor follows Allen and Tkatchenko,
 arXiv 2211.11680).
 
@@ -16,10 +16,10 @@ control: all pairs of 174 features would be 15 225 columns per species.
 
 Forces follow by the product rule through the descriptor gradients,
 ∂(x_a x_b)/∂r = x_a ∂x_b/∂r + x_b ∂x_a/∂r, and virials through the strain gradients; the design
-matrix (rows as :func:`minbasis.fit.linear.build_design`: energy per atom, 3 force rows per
-atom, 6 virial rows per periodic structure, weighted per observable and config_type) is
-assembled from :func:`minbasis.describe` gradients and solved by
-:func:`minbasis.fit.linear.solve` (Bayesian ridge by default, E0 unregularised).
+rows (energy per atom, 3 force rows per atom, 6 virial rows per periodic structure, weighted per
+observable and config_type by :func:`minbasis.fit.assembly.weight_rows`, as every linear fit)
+are accumulated chunk by chunk from :func:`minbasis.describe` gradients and solved by
+:func:`minbasis.fit.linear.solve_equations` (Bayesian ridge by default, E0 unregularised).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ import scipy.sparse as sp
 from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
-from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_standardiser, labels_weights, read_model_file,
-                     write_model_file)
-from .data import get_labels, matrix_to_voigt
-from .linear import DesignMatrix, LinearFitConfig, solve
+from .assembly import NormalEquations, RawRows, weight_rows
+from .atomic import AtomicEnergyModel, DescriptorSet, check_finite, fit_standardiser
+from .data import Labels, get_labels, matrix_to_voigt
+from .fileio import read_model_file, write_model_file
+from .linear import LinearFitConfig, solve_equations
 
 __all__ = ["PolynomialFeatures", "PolynomialModel", "fit_polynomial", "MAX_POLY_COLUMNS"]
 
@@ -162,6 +163,7 @@ class PolynomialModel(AtomicEnergyModel):
     info : dict, provenance of the fit
     """
 
+    kind = "poly"  # model kind in files and in minbasis.fit.registry (a class attribute, not a field)
     basis: Basis
     poly: PolynomialFeatures
     mean: np.ndarray
@@ -238,52 +240,43 @@ class PolynomialModel(AtomicEnergyModel):
             raise FileFormatError(f"{path}: {exc}") from exc
 
 
-def _poly_design(data: DescriptorSet, labels, cfg: LinearFitConfig, poly: PolynomialFeatures, mean, std,
-                 sample_block: int = 4096) -> DesignMatrix:
-    """Weighted design matrix of a linear fit on polynomial features (rows as ``build_design``).
+def _poly_equations(data: DescriptorSet, labels, cfg: LinearFitConfig, poly: PolynomialFeatures, mean, std,
+                    sample_block: int = 4096, max_rows: int | None = None) -> NormalEquations:
+    """Normal equations of a linear fit on polynomial features, accumulated chunk by chunk.
 
-    The matrix is allocated once ((M + 3N + 6·M_stress) × C·P) and filled chunk by chunk; force
-    rows are accumulated from blocks of ``sample_block`` (i, k) gradient samples, so the
-    intermediate (samples × 3 × P) array stays small.
+    For every chunk of structures the raw rows (polynomial features summed per species, force
+    rows by the chain rule through the descriptor gradients, virial rows through the strain
+    gradients) are formed and weighted by :func:`minbasis.fit.assembly.weight_rows` (the same
+    rows as every linear fit); force rows are built from blocks of ``sample_block`` (i, k)
+    gradient samples, so intermediates stay small. ``max_rows`` is passed to
+    :class:`~minbasis.fit.assembly.NormalEquations` (a large value keeps the rows, for tests).
     """
     C, P = data.n_channels, poly.n_outputs
+    weights = cfg.weights()
     use_e = labels.energy is not None and cfg.energy_weight > 0
     use_f = labels.forces is not None and cfg.forces_weight > 0
     use_v = labels.stress is not None and cfg.stress_weight > 0 and data.strain
     if not (use_e or use_f or use_v):
         raise LabelError("nothing to fit: give energies, forces or stress with a weight > 0")
-    e0_given = cfg.e0 is not None
-    if e0_given:
+    if not (weights.factors(labels.config_type) > 0).any():
+        raise LabelError("every structure has config_type weight 0: nothing to fit")
+    e0_vec = None
+    if cfg.e0 is not None:
         missing = [s for s in data.basis.species if s not in cfg.e0]
         if missing:
             raise LabelError(f"e0 lacks isolated-atom energies for {missing}")
         e0_vec = np.array([float(cfg.e0[s]) for s in data.basis.species])
-    wct = labels_weights(labels, cfg)
-    M, N = data.n_structures, data.n_atoms
-    has_s = np.isfinite(labels.stress).all(axis=1) if use_v else np.zeros(M, dtype=bool)
-    nE, nF, nV = (M if use_e else 0), (3 * N if use_f else 0), 6 * int(has_s.sum())
-    A = np.zeros((nE + nF + nV, C * P))
-    y = np.zeros(nE + nF + nV)
-    counts_all = np.zeros((nE, C))
-    v_row = np.concatenate([[0], np.cumsum(has_s)])  # virial block index of each structure
-    forces_all = np.concatenate(labels.forces) if use_f else None
+    acc = NormalEquations(C * P, 0 if e0_vec is not None else C, max_rows)
     for chunk in data:
         n, m = chunk.n_atoms, chunk.n_structures
-        ms = slice(chunk.start, chunk.stop)
-        a0 = int(data.atom_ptr[chunk.start])
         x = (chunk.X - mean[chunk.ch]) / std[chunk.ch]
-        nat = np.diff(chunk.atom_ptr).astype(float)
-        w_ct = wct[ms]
+        nat = np.diff(chunk.atom_ptr)
         per_sc = sp.csr_matrix((np.ones(n), (chunk.struct * C + chunk.ch, np.arange(n))), shape=(m * C, n))
-        if use_e:
-            XE = np.asarray(per_sc @ poly.transform(x)).reshape(m, C * P)
-            counts = np.asarray(per_sc.sum(axis=1)).reshape(m, C) / nat[:, None]
-            w = cfg.energy_weight * w_ct
-            A[ms] = w[:, None] * XE / nat[:, None]
-            y[ms] = w * (labels.energy[ms] / nat - (counts @ e0_vec if e0_given else 0.0))
-            counts_all[ms] = w[:, None] * counts
+        XE = np.asarray(per_sc @ poly.transform(x)).reshape(m, C * P) if use_e else np.zeros((m, C * P))
+        counts = np.asarray(per_sc.sum(axis=1)).reshape(m, C)
+        XF = np.zeros((0, 3, C * P))
         if use_f:
-            XF = np.zeros((n * C, 3 * P))
+            XFc = np.zeros((n * C, 3 * P))
             i, k = chunk.samples[:, 0], chunk.samples[:, 1]
             for s0 in range(0, len(i), sample_block):
                 s1 = min(s0 + sample_block, len(i))
@@ -292,26 +285,24 @@ def _poly_design(data: DescriptorSet, labels, cfg: LinearFitConfig, poly: Polyno
                 dP = poly.jacobian_apply(x[ii], D)  # (g, 3, P)
                 inc = sp.csr_matrix((np.ones(s1 - s0), (k[s0:s1] * C + chunk.ch[ii], np.arange(s1 - s0))),
                                     shape=(n * C, s1 - s0))
-                XF -= inc @ dP.reshape(s1 - s0, 3 * P)
-            w = np.repeat((cfg.forces_weight * w_ct)[chunk.struct], 3)
-            rows = slice(nE + 3 * a0, nE + 3 * (a0 + n))
-            A[rows] = w[:, None] * XF.reshape(n, C, 3, P).transpose(0, 2, 1, 3).reshape(n * 3, C * P)
-            y[rows] = w * forces_all[a0:a0 + n].reshape(-1)
-            del XF
-        if use_v and has_s[ms].any():
+                XFc -= inc @ dP.reshape(s1 - s0, 3 * P)
+            XF = XFc.reshape(n, C, 3, P).transpose(0, 2, 1, 3).reshape(n, 3, C * P)
+            del XFc
+        XVv = None
+        if use_v:
             D = chunk.S.reshape(n, 9, -1) / std[chunk.ch][:, None, :]
             dP = poly.jacobian_apply(x, D)  # (n, 9, P)
             XV = np.asarray(per_sc @ dP.reshape(n, 9 * P)).reshape(m, C, 3, 3, P)
             XV = XV.transpose(0, 2, 3, 1, 4).reshape(m, 3, 3, C * P)
             XVv = np.moveaxis(matrix_to_voigt(np.moveaxis(XV, -1, 0)), 0, -1)  # (m, 6, C·P)
-            for j in np.flatnonzero(has_s[ms]):
-                g = chunk.start + j
-                w = cfg.stress_weight * w_ct[j] / nat[j]
-                r0 = nE + nF + 6 * v_row[g]
-                A[r0:r0 + 6] = w * XVv[j]
-                y[r0:r0 + 6] = w * chunk.volume[j] * labels.stress[g]
-    kind = np.array(["E"] * nE + ["F"] * nF + ["V"] * nV)
-    return DesignMatrix(A=A, y=y, kind=kind, counts=counts_all if not e0_given else np.zeros((nE, 0)), n_energy=nE)
+        vol = np.where(np.isfinite(chunk.volume), chunk.volume, np.nan) if use_v else np.full(m, np.nan)
+        raw = RawRows(XE=XE, XF=XF, XV=XVv, counts=counts, n_atoms=nat, atom_ptr=np.asarray(chunk.atom_ptr),
+                      volume=vol)
+        lb = labels if use_f else Labels(labels.energy, None, labels.stress, labels.config_type)
+        if not use_e:
+            lb = Labels(None, lb.forces, lb.stress, lb.config_type)
+        acc.add(weight_rows(raw, lb, chunk.start, weights, e0_vec))
+    return acc
 
 
 def fit_polynomial(basis: Basis, atoms_or_list, *, degree: int = 2, n_product_inputs: int | None = None,
@@ -355,9 +346,10 @@ def fit_polynomial(basis: Basis, atoms_or_list, *, degree: int = 2, n_product_in
     use_v = labels.stress is not None and cfg.stress_weight > 0
     data = DescriptorSet(basis, atoms_list, strain=use_v, progress=progress)
     mean, std = fit_standardiser(data.features, data.channels, C)
-    dm = _poly_design(data, labels, cfg, poly, mean, std)
+    eq = _poly_equations(data, labels, cfg, poly, mean, std)
     del data
-    coef, e0_fit, info = solve(dm, cfg)
+    coef, e0_fit, info = solve_equations(eq, cfg)
+    info.pop("_posterior", None)
     if cfg.e0 is not None:
         e0 = np.array([float(cfg.e0[s]) for s in basis.species])
     else:

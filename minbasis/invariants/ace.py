@@ -18,7 +18,10 @@ from ..errors import MinbasisError
 from .cache import cached_json, check_invariant_list
 from .coupling import symmetrised_couplings
 
-__all__ = ["per_order", "enumerate_ace", "multiset_groups"]
+__all__ = ["per_order", "enumerate_ace", "multiset_groups", "MAX_ORDER"]
+
+#: Largest correlation order ν the enumeration accepts.
+MAX_ORDER = 6
 
 
 def per_order(value: int | Sequence[int], order: int, name: str) -> list[int]:
@@ -85,7 +88,7 @@ def _folded_terms(ls: tuple[int, ...], groups: tuple[int, ...]) -> tuple[tuple[t
 
 
 def _candidate_key(inv: dict) -> tuple:
-    """Cost order of design.md 3.4: correlation order, then total l, then total n, then labels."""
+    """Cost order of pruning (docs/theory/completeness.md): correlation order, then total l, then total n, then labels."""
     fs = inv["factors"]
     return (inv["order"], sum(f[2] for f in fs), sum(f[1] for f in fs), [tuple(f) for f in fs])
 
@@ -123,7 +126,7 @@ def enumerate_ace(n_species: int, order: int, n_max: Sequence[int], l_max: Seque
     n_species : int
         Number of neighbour channels z.
     order : int
-        Maximum correlation order ν (1..4).
+        Maximum correlation order ν (1..6; above 4 use a total_degree cut or small per-order l_max).
     n_max, l_max : list of int, one entry per order
         Radial functions n = 0..n_max[ν-1]-1 and degrees l = 0..l_max[ν-1] allowed at order ν.
     total_degree : float, optional
@@ -138,8 +141,8 @@ def enumerate_ace(n_species: int, order: int, n_max: Sequence[int], l_max: Seque
     list of dict, each ``{"order", "factors", "terms", "label"}`` (see :mod:`minbasis.spec`),
     sorted by cost (order, Σ l, Σ n).
     """
-    if not 1 <= order <= 4:
-        raise MinbasisError(f"order (correlation order ν) must be 1..4, got {order}")
+    if not 1 <= order <= MAX_ORDER:
+        raise MinbasisError(f"order (correlation order ν) must be 1..{MAX_ORDER}, got {order}")
     key = {"what": "ace_candidates", "n_species": n_species, "order": order, "n_max": list(n_max),
            "l_max": list(l_max), "total_degree": total_degree, "l_weight": l_weight, "v": 1}
     compute = lambda: _enumerate(n_species, order, list(n_max), list(l_max), total_degree, l_weight)  # noqa: E731

@@ -1,4 +1,4 @@
-"""Cartesian tensor invariants: full contractions of moment tensors (design.md 3.3).
+"""Cartesian tensor invariants: full contractions of moment tensors (docs/theory/cartesian.md).
 
 Moment tensors (Shapeev, Multiscale Model. Simul. 14, 1153, 2016, "moment tensor potentials";
 Cheng, npj Comput. Mater. 10, 157, 2024, "CACE"; HIP-HOP-NN, lanl/hippynn
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 #: The 13 default invariants of HIP-HOP-NN (lanl/hippynn,
-#: ``hippynn/layers/hiplayers/polynomial_invariants.py``, ``default_invariants_list``; design.md 3.3),
+#: ``hippynn/layers/hiplayers/polynomial_invariants.py``, ``default_invariants_list``; docs/theory/cartesian.md),
 #: as einsum strings over the STF moments s, v, q, t of rank 0..3.
 HIPHOP_EINSUMS = ("->", "i,i", "ij,ij", "ijk,ijk", "i,ij,j", "ij,ik,jk", "ij,jkl,ikl", "i,j,k,ijk",
                   "i,ij,jk,k", "i,ijk,jkl,l", "ij,jk,ilm,klm", "ij,ijk,kab,ab", "ijk,ijl,abk,abl")
@@ -160,7 +160,7 @@ def _monomial_decomposition(l: int):
 def cartesian_to_spherical_exact(l: int, symmetric: str = "stf") -> dict:
     """Exact coefficients of the Cartesian tensor of rank l in the real spherical harmonics.
 
-    T_l(r̂)[i_1..i_l] = Σ_{l', μ} c[(a, b, c)][(l', μ)] Y_{l',μ}(r̂), where (a, b, c) counts the
+    ``T_l(r̂)[i_1..i_l] = Σ_{l', μ} c[(a, b, c)][(l', μ)] Y_{l',μ}(r̂)``, where (a, b, c) counts the
     indices equal to x, y, z (the tensor is symmetric). ``symmetric="stf"``: only l' = l (the
     STF part); ``"plain"``: l' = l, l−2, …, the plain tensor r̂^{⊗l}.
 
@@ -284,6 +284,11 @@ def _canonical_upper(upper: tuple[int, ...], k: int, perms: Sequence[tuple[int, 
 class ContractionGraph:
     """A full contraction of moment tensors as a multigraph (a small value object).
 
+    Build one from an einsum string with :meth:`from_einsum`; :meth:`canonical` gives the
+    representative shared by all isomorphic graphs (factors sorted by (l, z, n) as in ACE,
+    adjacency maximal over permutations of identical factors), whose :attr:`name` and
+    :attr:`einsum` are stable.
+
     Attributes
     ----------
     ranks : tuple of int
@@ -292,11 +297,6 @@ class ContractionGraph:
         Neighbour channel z and radial index n of each factor.
     edges : tuple of (a, b, multiplicity)
         Contracted index pairs between factors a < b.
-
-    Build one from an einsum string with :meth:`from_einsum`; :meth:`canonical` gives the
-    representative shared by all isomorphic graphs (factors sorted by (l, z, n) as in ACE,
-    adjacency maximal over permutations of identical factors), whose :attr:`name` and
-    :attr:`einsum` are stable.
     """
 
     ranks: tuple[int, ...]
@@ -756,7 +756,7 @@ def hiphop_invariants(l_max: int = 3, max_factors: int = 4, *, channels: Sequenc
     """The HIP-HOP-NN invariant set (:data:`HIPHOP_EINSUMS`) with ≤ ``max_factors`` factors and ranks ≤ ``l_max``.
 
     Source: lanl/hippynn, ``hippynn/layers/hiplayers/polynomial_invariants.py``; counts per
-    (max_factors, l_max) in design.md 3.3 (13 for (4, 3), one channel).
+    (max_factors, l_max) in docs/theory/cartesian.md (13 for (4, 3), one channel).
 
     Raises
     ------

@@ -1,4 +1,4 @@
-"""Functional pruning of invariants by Jacobian rank (design.md 3.4).
+"""Functional pruning of invariants by Jacobian rank (docs/theory/completeness.md).
 
 The independent components of every moment A_{z,n,l,μ} used by the candidates are treated
 as V free variables. A set of polynomial invariants f_1..f_K is functionally independent iff
@@ -15,7 +15,7 @@ is re-verified with a full SVD at every point (full rank at one point, the gener
 This module works on the plain invariant dicts of :mod:`minbasis.spec` and is shared by
 every invariant family expressed in moment components (ACE, Cartesian, or a mix of both:
 :func:`prune_candidates`). The rank with respect to neighbour positions (3N − 3 for N
-neighbours) needs the kernels and lives in :func:`minbasis.completeness.neighbour_rank`.
+neighbours) needs the kernels and lives in :func:`minbasis.local_completeness.neighbour_rank`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def invariant_gradients(invariants: Sequence[dict], points: np.ndarray,
 def functional_prune(invariants: Sequence[dict], *, n_points: int = 3, seed: int = 0,
                      tol: float = 1e-7, order: Sequence[int] | None = None,
                      block: int = 256) -> tuple[list[int], dict]:
-    """Greedy functionally independent subset of ``invariants`` (design.md 3.4).
+    """Greedy functionally independent subset of ``invariants`` (docs/theory/completeness.md).
 
     Parameters
     ----------
@@ -139,7 +139,7 @@ def functional_prune(invariants: Sequence[dict], *, n_points: int = 3, seed: int
         If ``n_points`` < 3 or the final SVD check fails.
     """
     if n_points < 3:
-        raise MinbasisError(f"n_points must be >= 3 (design.md 3.4), got {n_points}")
+        raise MinbasisError(f"n_points must be >= 3 (docs/theory/completeness.md), got {n_points}")
     invariants = list(invariants)
     order = list(range(len(invariants))) if order is None else [int(i) for i in order]
     variables = moment_variables(invariants)
@@ -211,7 +211,7 @@ def functional_prune(invariants: Sequence[dict], *, n_points: int = 3, seed: int
 
 
 def candidate_cost(inv: dict) -> tuple[int, int, int]:
-    """Cost of a candidate invariant (design.md 3.4): (number of factors ν, Σ l, Σ n) of its factors.
+    """Cost of a candidate invariant (docs/theory/completeness.md): (number of factors ν, Σ l, Σ n) of its factors.
 
     The same key for ACE and Cartesian invariants, so a mixed list is ordered consistently;
     sort with it stably to keep the given order between candidates of equal cost.
@@ -224,7 +224,7 @@ def prune_candidates(invariants: Sequence[dict], *, order: str | Sequence[int] |
                      seed: int = 0, tol: float = 1e-7, block: int = 256) -> tuple[list[dict], dict]:
     """Functionally independent subset of any list of candidate invariants (ACE, Cartesian or mixed).
 
-    One pruning engine for every family (design.md 3.4): each candidate is a polynomial in the
+    One pruning engine for every family (docs/theory/completeness.md): each candidate is a polynomial in the
     moment components, so the Jacobian-rank test of :func:`functional_prune` applies unchanged.
 
     Parameters

@@ -19,7 +19,7 @@ each factor contributes to, ``slot_v`` (S,) the moment of each slot, and ``cf_pt
 (n_channels·F + 1,) the CSR offsets of the slots of feature f among the moments of channel c
 (slots sorted by channel, feature, moment).
 
-Gradients follow design.md 3.5: the kernels return ∂/∂r_ij per pair; callers scatter
+Gradients follow docs/theory/conventions.md: the kernels return ∂/∂r_ij per pair; callers scatter
 ∂/∂r_j += ∂/∂r_ij and ∂/∂r_i −= ∂/∂r_ij.
 """
 
@@ -36,8 +36,15 @@ __all__ = ["ace_features", "ace_linear", "scatter_pair_gradients", "scatter_desi
 
 
 def n_chunks_for(n_atoms: int) -> int:
-    """Atom chunks of a kernel call: 8 per Numba thread (load balance), at most one per atom."""
+    """Atom chunks of a kernel call: 8 per Numba thread (load balance), at most one per atom.
+
+    Called before every parallel kernel launch; raises MinbasisError in a child process forked after
+    GNU OpenMP ran in its parent (:mod:`minbasis._threading`), where the launch would kill the process."""
     import numba
+
+    from .._threading import check_fork_safe
+
+    check_fork_safe()
 
     return max(1, min(int(n_atoms), 8 * numba.get_num_threads()))
 
@@ -60,7 +67,7 @@ def _run_end(pair_ch, p0, q, npi):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY, A,
+def _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS, Y, dY, A,
                     want_grad):  # pragma: no cover
     """Pair primitives of the npi pairs p0.. of one centre (U, R, dR, Y and, if ``want_grad``, dY;
     layouts of :mod:`minbasis.kernels.primitives`) and its moments A (zeroed here) =
@@ -71,7 +78,7 @@ def _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, 
     nblock = n_r * nlm
     pair_geometry(pair_vec, p0, npi, U)
     pair_radial(U, npi, r_cut, scale, n_r, R, dR, W)
-    pair_harmonics(U, npi, l_max, F, C, Q, dQ, CS, Y, dY, want_grad)
+    pair_harmonics(U, npi, l_max, sph_norm, sph_rec, Q, dQ, CS, Y, dY, want_grad)
     for v in range(A.shape[0]):
         A[v] = 0.0
     q = 0
@@ -273,7 +280,7 @@ def _contract_packed(o_ptr, t_pack, wt, A, dA):  # pragma: no cover
 
 
 @njit(cache=True, parallel=True)
-def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C,
+def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
                  t_order, t_idx, o_ptr, t_pack, t_coef, t_feat, t_slot, slot_v, cf_ptr, want_grad,
                  pair_sample, self_sample, want_strain, n_chunks, X, G, S):  # pragma: no cover
     """Features X (N, n_features) and, if ``want_grad``, their gradients (outputs must be zero).
@@ -307,7 +314,7 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
         for i in range(c * N // nc, (c + 1) * N // nc):
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
+            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS, Y, dY,
                             A, want_grad)
             _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, i)
             if not want_grad:
@@ -387,7 +394,7 @@ def _scatter_jacobian(i, p0, npi, n_r, nlm, pair_vec, pair_ch, pair_sample, gs, 
 
 
 @njit(cache=True, parallel=True)
-def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C,
+def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
                t_order, t_idx, o_ptr, t_pack, wt, e0, n_chunks, E, G):  # pragma: no cover
     """Linear model E_i = e0[s_i] + Σ_f weights[s_i, f] B_{i,f} and its pair gradients.
 
@@ -419,7 +426,7 @@ def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scal
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
             s_i = centre_ch[i]
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
+            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS, Y, dY,
                             A, True)
             for v in range(n_mom):
                 dEdA[v] = 0.0

@@ -77,7 +77,7 @@ def _run_features(plan, batch, gradients, pair_sample, self_sample, n_samples, s
         if X.shape != (batch.n_atoms, F) or G.shape != (n_samples, 3, F) or (strain and S.shape != (batch.n_atoms, 3, 3, F)):
             raise ValueError("out arrays have the wrong shapes for this batch")
     ace_features(batch.centre_ptr, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
-                 plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
+                 plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
                  plan.t_coef, plan.t_feat,
                  plan.t_slot, plan.slot_v, plan.cf_ptr, gradients, np.ascontiguousarray(pair_sample, dtype=np.int64),
                  np.ascontiguousarray(self_sample, dtype=np.int64), strain, n_chunks_for(batch.n_atoms), X, G, S)
@@ -97,7 +97,7 @@ def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray
     -------
     energies : (N,) per-atom energies, eV
     forces : (N, 3), eV/Å, F = −∂E/∂r
-    virial : (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (design.md 3.5); stress = −W / V.
+    virial : (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (docs/theory/conventions.md); stress = −W / V.
     """
     weights = np.ascontiguousarray(weights, dtype=np.float64)
     e0 = np.ascontiguousarray(e0, dtype=np.float64)
@@ -105,7 +105,7 @@ def linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights: np.ndarray
     G = np.zeros((len(batch.pair_i), 3))
     wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])  # (n_channels, T)
     ace_linear(batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
-               plan.scale, plan.n_r, plan.l_max, plan.F, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
+               plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
                plan.t_pack, wt, e0,
                n_chunks_for(batch.n_atoms), E, G)
     forces = np.zeros((batch.n_atoms, 3))

@@ -262,7 +262,7 @@ def _radial(xp, r, r_cut, scale, n_r, grad):
     """R (n_r, P) and dR/dr (n_r, P) in 1/Å (or None) of the chebyshev_exp basis with the poly3
     envelope, for distances r (P,) in Å; see :func:`minbasis.kernels.primitives.pair_radial`."""
     u = r / r_cut
-    if scale > 1e-8:
+    if abs(scale) > 1e-8:
         den = math.exp(scale) - 1.0
         e = xp.exp(-scale * (u - 1.0))
         x = 1.0 - 2.0 * (e - 1.0) / den
@@ -397,7 +397,7 @@ class _Chunk:
         ux, uy, uz = x * inv_r, y * inv_r, z * inv_r
         plan = dp.plan
         self.R, dR = _radial(xp, r, plan.r_cut, plan.scale, dp.n_r, grad)
-        self.Y, dY = _spherical_harmonics(xp, ux, uy, uz, inv_r, dp.l_max, plan.F, grad)
+        self.Y, dY = _spherical_harmonics(xp, ux, uy, uz, inv_r, dp.l_max, plan.sph_norm, grad)
         if grad:
             self.RT = xp.ascontiguousarray(self.R.T)
             self.dRT = xp.ascontiguousarray(dR.T)
@@ -646,7 +646,7 @@ def xp_linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights, e0, xp,
     -------
     energies : xp array, ``dtype``, (N,) per-atom energies, eV
     forces : xp array, ``dtype``, (N, 3), eV/Å, F = −∂E/∂r
-    virial : xp array, ``dtype``, (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (design.md 3.5)
+    virial : xp array, ``dtype``, (M, 3, 3), eV, W = −Σ_p r_p ⊗ ∂E/∂r_p (docs/theory/conventions.md)
 
     Raises
     ------
@@ -748,7 +748,7 @@ def describe_xp(atoms_list, basis, xp, dtype=np.float64, *, gradients: bool = Fa
     MinbasisError
         ``dtype`` other than float32/float64.
     """
-    from ..describe import GRADIENT_BATCH_BYTES, Descriptors, iter_batches
+    from .batching import GRADIENT_BATCH_BYTES, Descriptors, iter_batches
 
     dt = _check_dtype(dtype)
     F = basis.n_features

@@ -29,7 +29,7 @@ class EvaluationPlan:
     n_r: int
     l_max: int
     n_features: int
-    F: np.ndarray
+    sph_norm: np.ndarray  # (l_max+1, l_max+1) Y_lm normalisation factors F_lm (primitives.sph_normalisation)
     t_order: np.ndarray
     t_idx: np.ndarray
     t_coef: np.ndarray
@@ -124,7 +124,7 @@ def compile_plan(spec: BasisSpec) -> EvaluationPlan:
         t_pack = np.zeros(0, dtype=np.int64)
     return EvaluationPlan(species=spec.species, numbers=numbers, r_cut=float(spec.r_cut),
                           scale=float(radial.get("scale", 0.0)), n_r=n_r, l_max=l_max,
-                          n_features=n_features, F=sph_normalisation(l_max), t_order=t_order,
+                          n_features=n_features, sph_norm=sph_normalisation(l_max), t_order=t_order,
                           t_idx=t_idx, t_coef=t_coef, t_feat=t_feat, t_slot=t_slot,
                           slot_v=slot_v, cf_ptr=cf_ptr, sph_rec=sph_recurrence(l_max), o_ptr=o_ptr,
                           t_pack=np.ascontiguousarray(t_pack, dtype=np.int64))

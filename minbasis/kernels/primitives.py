@@ -1,14 +1,15 @@
 """Numba primitives evaluated per neighbour pair: radial basis and real spherical harmonics.
 
-Radial basis (design.md 3.1), ``chebyshev_exp``::
+Radial basis (docs/theory/bases.md), ``chebyshev_exp``::
 
     x(r) = 1 − 2 (exp(−s (r/r_cut − 1)) − 1) / (exp(s) − 1)     (s = ``scale``; s → 0: x = 2r/r_cut − 1)
     R_n(r) = T_n(x(r)) · f_cut(r),  f_cut(r) = (1 − (r/r_cut)²)³,  n = 0..n_max−1
 
-T_n are Chebyshev polynomials; x maps [0, r_cut] onto [−1, 1] with more resolution at
-short distances (the exponential distance transform of pacemaker's "ChebExpCos" radial
-basis, Lysogorskiy et al., npj Comput. Mater. 7, 97, 2021). f_cut and its first and second
-derivatives vanish at r_cut.
+T_n are Chebyshev polynomials; x maps [0, r_cut] monotonically onto [−1, 1] for any s: s > 0
+gives more resolution at short distances (the exponential distance transform of pacemaker's
+"ChebExpCos" radial basis, Lysogorskiy et al., npj Comput. Mater. 7, 97, 2021), s < 0 towards
+r_cut, where the neighbours of a solid lie (:func:`minbasis.fit.auto.radial_scale_for` picks s
+from the data's shortest distance). f_cut and its first and second derivatives vanish at r_cut.
 
 Real spherical harmonics Y_lm(r̂) with their gradients with respect to the pair vector,
 orthonormal, Condon–Shortley phase folded in (the convention of sphericart; see
@@ -79,7 +80,7 @@ def pair_geometry(pair_vec, p0, npi, U):  # pragma: no cover - compiled
 def pair_radial(U, npi, r_cut, scale, n_max, R, dR, W):  # pragma: no cover - compiled
     """R[n, q] = R_n(r_q) and dR[n, q] = dR_n/dr (1/Å) for q < npi, r_q = U[3, q] (module
     docstring; zero at and beyond r_cut); W (4, ≥ npi) is work space."""
-    den = math.exp(scale) - 1.0 if scale > 1e-8 else 1.0
+    den = math.exp(scale) - 1.0 if abs(scale) > 1e-8 else 1.0
     for q in range(npi):
         u = U[3, q] / r_cut
         if u >= 1.0:
@@ -88,7 +89,7 @@ def pair_radial(U, npi, r_cut, scale, n_max, R, dR, W):  # pragma: no cover - co
             W[2, q] = 0.0
             W[3, q] = 0.0
             continue
-        if scale > 1e-8:
+        if abs(scale) > 1e-8:
             e = math.exp(-scale * (u - 1.0))
             W[0, q] = 1.0 - 2.0 * (e - 1.0) / den
             W[1, q] = 2.0 * scale * e / (r_cut * den)

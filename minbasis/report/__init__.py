@@ -1,4 +1,4 @@
-"""Completeness analysis reports: what a basis can and cannot tell apart (design.md 1, 3.4).
+"""Completeness analysis reports: what a basis can and cannot tell apart (docs/guide/reports.md).
 
 :func:`completeness` analyses a basis — or the settings to build an ACE basis — and returns a
 JSON-ready dictionary; :func:`write_report` writes it as a self-contained HTML page (plots
@@ -16,7 +16,7 @@ Two different questions are answered, and the page says which is which:
   Rev. Lett. 125, 166001 (2020); Nigam et al., APL Mach. Learn. 2, 016110 (2024)) and on a
   user's own pair. Full local rank does not imply it.
 
-Submodules: :mod:`.summary` (counts, pruning decisions, dependencies), :mod:`minbasis.completeness` (rank
+Submodules: :mod:`.summary` (counts, pruning decisions, dependencies), :mod:`minbasis.local_completeness` (rank
 against the number of neighbours), :mod:`.pairs` (the literature pairs), :mod:`.dataset`
 (data analyses and cost), :mod:`.plots`, :mod:`.html`.
 """
@@ -255,11 +255,11 @@ def completeness(basis=None, *, species: Sequence[str] | None = None, r_cut: flo
     StructureError
         Unreadable structure files, or a pair whose structures have different atoms.
 
-    Sources: design.md 3.4; Pozdnyakov et al., Phys. Rev. Lett. 125, 166001 (2020); Nigam et
+    Sources: docs/theory/completeness.md; Pozdnyakov et al., Phys. Rev. Lett. 125, 166001 (2020); Nigam et
     al., APL Mach. Learn. 2, 016110 (2024); Roy & Vetterli, EUSIPCO 2007 (effective rank).
     """
     from .._version import __version__
-    from .. import completeness as local
+    from .. import local_completeness as local
     from . import dataset, summary
 
     t_all = time.perf_counter()
@@ -281,9 +281,9 @@ def completeness(basis=None, *, species: Sequence[str] | None = None, r_cut: flo
     steps = ["basis", "pruning", "neighbour rank", "pairs"] + (["data", "cost"] if data is not None else [])
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=len(steps), desc="report", unit="section", leave=False)
+        bar = progress_bar(total=len(steps), desc="report", unit="section")
 
     def step(name):
         if bar is not None:

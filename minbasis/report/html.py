@@ -125,7 +125,7 @@ def _summary_section(rep: dict) -> str:
     else:
         s.append('<p class="small">Candidates enumerated: products of ν moments with Σ l even, one per recursive '
                  "Clebsch–Gordan coupling path, before symmetrisation over identical factors and linear pruning "
-                 "(design.md 3.2).</p>")
+                 "(Drautz, Phys. Rev. B 99, 014104, 2019; Dusson et al., J. Comput. Phys. 454, 110946, 2022).</p>")
     status = ("reaches" if sm["locally_complete_in_moments"] else "does <b>not</b> reach")
     s.append(f'<div class="box{"" if sm["locally_complete_in_moments"] else " warn"}">The minimal basis {status} the '
              f"maximum V − 3 = {sm['max_rank']} (rank {sm['rank']}, deficit {sm['rank_deficit']}).</div>")
@@ -353,7 +353,7 @@ def render(rep: dict) -> str:
     b = rep["basis"]
     timings = ", ".join(f"{_e(k)} {v:.1f} s" for k, v in rep["timings"].items())
     body = "".join(f'<h2 id="{k}">{_e(t)}</h2>{c}' for k, t, c in sections)
-    refs = ("<ul class='small'><li>design.md 3.4 of minbasis (local vs global completeness).</li>"
+    refs = ("<ul class='small'><li>minbasis documentation, docs/theory/completeness.md (local vs global completeness).</li>"
             "<li>Allen, Shinkle, Bujack, Lubbers, arXiv 2503.23515; Bujack et al., arXiv 2503.21939 (Jacobian rank, "
             "functional independence).</li><li>S. N. Pozdnyakov et al., Phys. Rev. Lett. 125, 166001 (2020).</li>"
             "<li>J. Nigam et al., APL Mach. Learn. 2, 016110 (2024).</li>"

@@ -1,8 +1,8 @@
 """Global distinguishability: pairs of environments that low correlation orders cannot tell apart.
 
-Local completeness (full Jacobian rank, :mod:`minbasis.completeness`) says that no small change
+Local completeness (full Jacobian rank, :mod:`minbasis.local_completeness`) says that no small change
 of an environment is invisible; it does not say that two *different* environments never give
-the same features (design.md 3.4). This module tests the second, global question on pairs of
+the same features (docs/theory/completeness.md). This module tests the second, global question on pairs of
 centred environments that are known to fool descriptors truncated at a correlation order:
 
 * **Pozdnyakov-type pair** (S. N. Pozdnyakov et al., "Incompleteness of atomic structure

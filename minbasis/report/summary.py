@@ -2,7 +2,7 @@
 
 Works on any :class:`~minbasis.Basis` whose invariants are polynomials of moment components
 (ACE, Cartesian, mixed): it reads only ``spec.invariants``, ``spec.pruning`` and the pruning
-engine of :mod:`minbasis.invariants.pruning` (design.md 3.4).
+engine of :mod:`minbasis.invariants.pruning` (docs/theory/completeness.md).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _l_key(inv: dict) -> int:
 
 def _ace_enumerated(spec) -> dict | None:
     """Products of ν moments (Σ l even) counted once per recursive coupling path, before the
-    symmetrisation and linear pruning of design.md 3.2; None when not an ACE basis or too many."""
+    symmetrisation and linear pruning of docs/theory/ace.md; None when not an ACE basis or too many."""
     if spec.family != "ace":
         return None
     from ..invariants.coupling import coupling_paths

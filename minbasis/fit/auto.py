@@ -1,0 +1,350 @@
+"""Linear ACE fits with no settings: data-driven radial basis, basis/weight/prior selection, budget.
+
+``minbasis fit TRAIN -o model.npz`` (no ``--basis``, or ``--basis auto``) and
+:func:`fit_auto` do what a careful user would otherwise script:
+
+1. **Radial basis fitted to the data.** The Chebyshev radial functions live on
+   x(r) ∈ [−1, 1] (:mod:`minbasis.kernels.primitives`). With the exponential transform of scale
+   s = 5 the neighbour distances of a solid (2–5 Å) all land in x ∈ [0.74, 1], where the
+   functions are nearly collinear. :func:`radial_scale_for` picks s so that 90 % of the shortest
+   interatomic distance in the training data maps to x = −0.9: the distances that occur span
+   almost the whole interval (s ≈ −4 for Si, s ≈ −2.4 for molecules with X–H bonds; s > 0 only
+   when the shortest distance is below about 6 % of r_cut). The
+   choice and the distance it came from are written into the basis (``radial["data"]``).
+2. **Candidates.** A ladder of ACE bases of increasing size (ν = 4 for one or two species,
+   ν = 3 for more; :func:`candidate_bases`), observable weights (energy, forces, virial), and a
+   smoothness prior (relative prior precision (1 + degree)^p, p ∈ {0, 2}; degree = Σ (n + 1 + l)
+   of the product).
+3. **Selection on a validation split inside the training data** (a seeded, per-config_type
+   stratified fraction, default 20 %; never the test file): for every basis the data are
+   streamed once, into separate normal equations per observable and per split part
+   (:class:`~minbasis.fit.assembly.NormalEquations`), so every weight and prior candidate costs
+   one solve, not a new pass over the data. The prior power is chosen by Bayesian evidence,
+   the basis and weights by the validation score Σ_obs MAE_obs / min over candidates
+   (energy per atom, forces, and stress where present).
+4. **Budget.** Larger bases are tried while the projected time (the last candidate's time ×
+   (P_next / P_last)^2.5) fits in ``budget_minutes``, keeping room for the final fit.
+5. **Final fit** on all training frames (train + validation pieces merged, no new pass) with
+   the chosen basis, weights and prior. The validation table is kept in ``model.info["auto"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+
+from ..basis import Basis
+from ..errors import LabelError, MinbasisError
+from ..kernels import as_atoms_list
+from .assembly import Entry, NormalEquations, RowWeights, accumulate_entries
+from .data import Labels, get_labels
+from .solvers import BayesianRidge, smoothness_weights, solve_system
+
+__all__ = ["AutoFitConfig", "shortest_distance", "radial_scale_for", "candidate_bases", "stratified_split",
+           "basis_degrees", "fit_auto"]
+
+
+@dataclass
+class AutoFitConfig:
+    """Settings of :func:`fit_auto` (every one has a default that works on real data).
+
+    Attributes
+    ----------
+    r_cut : float, cutoff radius in Å
+    budget_minutes : float, wall-time budget for the whole selection and the final fit
+    validation_fraction : float in (0, 0.5], share of each config_type held out for selection
+    seed : int ≥ 0, seed of the validation split
+    weights : list of (energy, forces, stress) weight triples to try (units as
+        :class:`~minbasis.fit.linear.LinearFitConfig`)
+    prior_powers : smoothness-prior powers p to try (chosen by evidence)
+    max_columns : largest number of coefficient columns (species × functions) considered
+    x_min : position on [−1, 1] to which 0.9 × the shortest distance is mapped
+    candidates : list of dicts (``order``, ``n_max``, ``l_max``) replacing :func:`candidate_bases`
+
+    Raises
+    ------
+    MinbasisError
+        Out-of-range values.
+    """
+
+    r_cut: float = 5.0
+    budget_minutes: float = 15.0
+    validation_fraction: float = 0.2
+    seed: int = 0
+    weights: list = field(default_factory=lambda: [(30.0, 1.0, 30.0), (300.0, 1.0, 3.0), (100.0, 1.0, 10.0)])
+    prior_powers: list = field(default_factory=lambda: [0.0, 2.0])
+    max_columns: int = 9000
+    x_min: float = -0.9
+    candidates: list | None = None
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.r_cut) and 0.5 <= self.r_cut <= 20):
+            raise MinbasisError(f"r_cut must be in 0.5..20 Å, got {self.r_cut}")
+        if not (np.isfinite(self.budget_minutes) and self.budget_minutes > 0):
+            raise MinbasisError(f"budget_minutes must be > 0, got {self.budget_minutes}")
+        if not 0 < self.validation_fraction <= 0.5:
+            raise MinbasisError(f"validation_fraction must be in (0, 0.5], got {self.validation_fraction}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise MinbasisError(f"seed must be an integer >= 0, got {self.seed}")
+        if not -0.99 <= self.x_min <= 0.5:
+            raise MinbasisError(f"x_min must be in [-0.99, 0.5], got {self.x_min}")
+        self.weights = [tuple(float(v) for v in w) for w in self.weights]
+        if not self.weights or any(len(w) != 3 or min(w) < 0 or not all(np.isfinite(w)) for w in self.weights):
+            raise MinbasisError(f"weights must be (energy, forces, stress) triples of numbers >= 0, got {self.weights}")
+
+
+def shortest_distance(atoms_list: Sequence[Atoms], r_cut: float) -> float:
+    """Shortest interatomic distance (Å, periodic images included) over all structures.
+
+    Raises
+    ------
+    StructureError
+        Invalid structures (as the kernels' neighbour lists).
+    MinbasisError
+        No pair of atoms within ``r_cut`` in any structure.
+    """
+    from ..kernels.neighbours import build_batch
+
+    best = np.inf
+    species = sorted({s for a in atoms_list for s in a.get_chemical_symbols()})
+    from ase.data import atomic_numbers
+
+    numbers = [atomic_numbers[s] for s in species]
+    for k in range(0, len(atoms_list), 256):
+        batch = build_batch(list(atoms_list[k:k + 256]), species, numbers, r_cut)
+        if len(batch.pair_vec):
+            best = min(best, float(np.sqrt((batch.pair_vec**2).sum(axis=1)).min()))
+    if not np.isfinite(best):
+        raise MinbasisError(f"no two atoms are closer than r_cut = {r_cut} Å in any structure: nothing to describe")
+    return best
+
+
+def _x(u: float, s: float) -> float:
+    if abs(s) < 1e-8:
+        return 2.0 * u - 1.0
+    return 1.0 - 2.0 * math.expm1(-s * (u - 1.0)) / math.expm1(s)
+
+
+def radial_scale_for(r_min: float, r_cut: float, x_min: float = -0.9, shrink: float = 0.9) -> float:
+    """Scale s of the radial distance transform that maps ``shrink · r_min`` to ``x_min``.
+
+    x(u; s) = 1 − 2 (exp(−s(u − 1)) − 1)/(exp(s) − 1), u = r/r_cut, decreases monotonically in
+    s at fixed u, so s is found by bisection on [−30, 30] (clipped there).
+
+    Raises
+    ------
+    MinbasisError
+        r_min not in (0, r_cut).
+    """
+    if not 0 < r_min < r_cut:
+        raise MinbasisError(f"shortest distance {r_min} Å must lie in (0, r_cut = {r_cut} Å)")
+    u = shrink * r_min / r_cut
+    lo, hi = -30.0, 30.0
+    if _x(u, lo) > x_min:
+        return lo
+    if _x(u, hi) < x_min:
+        return hi
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _x(u, mid) > x_min:
+            hi = mid
+        else:
+            lo = mid
+    return round(0.5 * (lo + hi), 4)
+
+
+def candidate_bases(n_species: int) -> list[dict]:
+    """Ladder of ACE hyper-parameters of increasing size (``order``, ``n_max``, ``l_max`` per order).
+
+    One or two species: ν = 4 (437 → 1168 → 2972 functions for one species); more species:
+    ν = 3 ladders (the number of products grows with the species count).
+    """
+    if n_species <= 2:
+        return [dict(order=4, n_max=[8, 6, 4, 2], l_max=[0, 4, 3, 1]),
+                dict(order=4, n_max=[10, 8, 6, 2], l_max=[0, 4, 3, 1]),
+                dict(order=4, n_max=[12, 10, 6, 4], l_max=[0, 6, 4, 2])]
+    return [dict(order=3, n_max=[6, 4, 2], l_max=[0, 3, 2]),
+            dict(order=3, n_max=[8, 6, 3], l_max=[0, 4, 2]),
+            dict(order=4, n_max=[6, 4, 3, 2], l_max=[0, 3, 2, 1])]
+
+
+def stratified_split(config_types: Sequence[str], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices), sorted: ``round(fraction·n)`` of each config_type
+    (at least 1 where the type has ≥ 2 structures) drawn with ``default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    ct = np.asarray([str(c) for c in config_types])
+    val = []
+    for name in sorted(set(ct.tolist())):
+        idx = np.flatnonzero(ct == name)
+        k = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = 0
+        val.extend(rng.permutation(idx)[:k].tolist())
+    val = np.sort(np.asarray(val, dtype=int))
+    train = np.setdiff1d(np.arange(len(ct)), val)
+    return train, val
+
+
+def basis_degrees(basis: Basis) -> np.ndarray:
+    """Total degree Σ_t (n_t + 1 + l_t) of every coefficient column (P = C·F,), channel-major."""
+    deg = np.array([sum(f[1] + 1 + f[2] for f in inv["factors"]) for inv in basis.spec.invariants], dtype=float)
+    return np.tile(deg, len(basis.species))
+
+
+def _with_radial_note(basis: Basis, r_min: float, x_min: float) -> Basis:
+    from ..spec import BasisSpec  # noqa: F401  (the spec is a dataclass; replace recomputes its hash)
+
+    radial = dict(basis.spec.radial)
+    radial["data"] = {"rule": f"0.9 × shortest distance → x = {x_min}", "shortest_distance": round(float(r_min), 6)}
+    return Basis(replace(basis.spec, radial=radial, hash=""))
+
+
+def _labels_subset(labels: Labels, idx: np.ndarray) -> Labels:
+    return Labels(energy=None if labels.energy is None else labels.energy[idx],
+                  forces=None if labels.forces is None else [labels.forces[i] for i in idx],
+                  stress=None if labels.stress is None else labels.stress[idx],
+                  config_type=labels.config_type[idx])
+
+
+def _val_score(rows: list[dict]) -> list[float]:
+    keys = [k for k in ("energy_mae_per_atom", "forces_mae", "stress_mae")
+            if all(r["val"].get(k) is not None and np.isfinite(r["val"][k]) for r in rows)]
+    best = {k: max(min(r["val"][k] for r in rows), 1e-300) for k in keys}
+    return [sum(r["val"][k] / best[k] for k in keys) for r in rows]
+
+
+def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: str | None = "forces",
+             stress_key: str | None = None, config: AutoFitConfig | None = None, progress: bool = False,
+             log=print):
+    """Fit a linear ACE model with basis, weights and prior chosen on a validation split (module docstring).
+
+    Parameters
+    ----------
+    atoms_or_list : training structures with labels
+    energy_key, forces_key, stress_key : label keys (None skips an observable)
+    config : AutoFitConfig
+    progress : tqdm bars while assembling
+    log : callable for progress lines (``None`` silences them)
+
+    Returns
+    -------
+    LinearModel, with ``info["auto"]`` holding the validation table, the choice and its reasons
+
+    Raises
+    ------
+    LabelError
+        Missing labels, or fewer than 5 structures (no validation split possible).
+    MinbasisError
+        No candidate fits in the budget, or invalid settings.
+    """
+    from .metrics import error_metrics
+    from .model import LinearModel
+
+    cfg = config or AutoFitConfig()
+    say = log or (lambda *a, **k: None)
+    t_start = time.perf_counter()
+    budget = 60.0 * cfg.budget_minutes
+    frames = as_atoms_list(atoms_or_list)
+    if len(frames) < 5:
+        raise LabelError(f"automatic fitting needs at least 5 structures for a validation split, got {len(frames)}")
+    labels = get_labels(frames, energy_key, forces_key, stress_key)
+    species = sorted({s for a in frames for s in a.get_chemical_symbols()},
+                     key=lambda s: __import__("ase.data", fromlist=["atomic_numbers"]).atomic_numbers[s])
+    r_min = shortest_distance(frames, cfg.r_cut)
+    scale = radial_scale_for(r_min, cfg.r_cut, cfg.x_min)
+    say(f"species {','.join(species)}; shortest distance {r_min:.3f} Å → radial scale {scale:g} "
+        f"(r_cut {cfg.r_cut:g} Å)")
+    tr, va = stratified_split(labels.config_type, cfg.validation_fraction, cfg.seed)
+    parts = {"train": tr, "val": va}
+    val_frames = [frames[i] for i in va]
+    val_labels = _labels_subset(labels, va)
+    has = {"energy": labels.energy is not None, "forces": labels.forces is not None,
+           "stress": labels.stress is not None}
+    rows: list[dict] = []
+    kept: dict = {}
+    last_t, last_P = None, None
+    for k, hp in enumerate(cfg.candidates or candidate_bases(len(species))):
+        basis = Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=scale)
+        P = len(species) * basis.n_features
+        if P > cfg.max_columns:
+            say(f"  skip {P} columns (> max_columns {cfg.max_columns})")
+            break
+        if last_t is not None:
+            projected = last_t * (P / last_P) ** 2.5
+            elapsed = time.perf_counter() - t_start
+            if elapsed + 1.5 * projected > budget:
+                say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
+                    f"({elapsed:.0f} s of {budget:.0f} s used)")
+                break
+        t0 = time.perf_counter()
+        C = len(species)
+        acc = {(p, o): NormalEquations(P, C) for p in parts for o in ("energy", "forces", "stress")}
+        one = {"energy": RowWeights(1.0, 0.0, 0.0), "forces": RowWeights(0.0, 1.0, 0.0),
+               "stress": RowWeights(0.0, 0.0, 1.0)}
+        for p, idx in parts.items():
+            sub = [frames[i] for i in idx]
+            lb = _labels_subset(labels, idx)
+            entries = [Entry(lb, one[o], acc[(p, o)]) for o in one if has[o]]
+            accumulate_entries(basis, sub, entries, progress=f"basis {k + 1}: {p}" if progress else None)
+        degrees = basis_degrees(basis)
+        for w in cfg.weights:
+            wd = dict(zip(("energy", "forces", "stress"), w))
+            eq = NormalEquations.combine([(wd[o], acc[("train", o)]) for o in one if has[o]])
+            best = None
+            for pw in cfg.prior_powers:
+                res = solve_system(eq.system(), BayesianRidge(), prior_weights=smoothness_weights(degrees, pw))
+                lev = res.info["log_evidence"]
+                if best is None or lev > best[0]:
+                    best = (lev, pw, res)
+            lev, pw, res = best
+            e0 = eq.e0(res.coef)
+            model = LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0 if len(e0) else np.zeros(C))
+            m = error_metrics(val_frames, val_labels, model.predict(val_frames))
+            row = {"candidate": k, "columns": P, "n_features": basis.n_features, "order": hp["order"],
+                   "n_max": hp["n_max"], "l_max": hp["l_max"], "weights": list(w), "prior_power": pw,
+                   "log_evidence": lev, "val": {key: m.get(key) for key in ("energy_mae_per_atom", "forces_mae",
+                                                                          "stress_mae")}}
+            rows.append(row)
+            say(f"  {P:5d} columns  weights E {w[0]:g} F {w[1]:g} V {w[2]:g}  prior p={pw:g}: "
+                + "  ".join(f"{key} {v:.4g}" for key, v in row["val"].items() if v is not None))
+        kept = {"basis": basis, "acc": acc} if k == 0 or kept.get("columns", 0) < P else kept
+        kept.setdefault("by_candidate", {})[k] = (basis, acc)
+        kept["columns"] = P
+        last_t, last_P = time.perf_counter() - t0, P
+        # keep only the accumulators of candidates that may still win (memory)
+        scores = _val_score(rows)
+        best_k = rows[int(np.argmin(scores))]["candidate"]
+        kept["by_candidate"] = {c: v for c, v in kept["by_candidate"].items() if c in (best_k, k)}
+    if not rows:
+        raise MinbasisError("no candidate basis could be fitted within the budget; raise --budget-minutes")
+    scores = _val_score(rows)
+    for r, s in zip(rows, scores):
+        r["score"] = s
+    choice = rows[int(np.argmin(scores))]
+    basis, acc = kept["by_candidate"][choice["candidate"]]
+    basis = _with_radial_note(basis, r_min, cfg.x_min)
+    wd = dict(zip(("energy", "forces", "stress"), choice["weights"]))
+    full = NormalEquations.combine([(wd[o], acc[("train", o)].copy().merge(acc[("val", o)]))
+                                    for o in ("energy", "forces", "stress") if has[o]])
+    res = solve_system(full.system(), BayesianRidge(),
+                       prior_weights=smoothness_weights(basis_degrees(basis), choice["prior_power"]))
+    e0 = full.e0(res.coef)
+    C = len(species)
+    info = dict(res.info)
+    info.update(n_structures=len(frames), energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                weights={"energy": wd["energy"], "forces": wd["forces"], "stress": wd["stress"], "config_type": {}},
+                rows=dict(full.n_rows),
+                auto={"radial_scale": scale, "shortest_distance": r_min, "validation_fraction": cfg.validation_fraction,
+                      "seed": cfg.seed, "table": rows, "choice": choice,
+                      "seconds": time.perf_counter() - t_start, "budget_seconds": budget})
+    say(f"chosen: {choice['columns']} columns (ν {choice['order']}, n_max {choice['n_max']}, l_max {choice['l_max']}), "
+        f"weights E {wd['energy']:g} F {wd['forces']:g} V {wd['stress']:g}, prior p={choice['prior_power']:g}; "
+        f"refitted on all {len(frames)} structures in {time.perf_counter() - t_start:.0f} s")
+    return LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0 if len(e0) else np.zeros(C), info=info)

@@ -1,0 +1,149 @@
+"""Automatic linear fits: radial transform from the data, validation split, selection, budget, ν ≥ 5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+import minbasis as mb
+from minbasis.errors import LabelError, MinbasisError
+from minbasis.fit import LinearFitConfig, get_labels
+from minbasis.fit.assembly import NormalEquations, RowWeights, accumulate
+from minbasis.fit.auto import (AutoFitConfig, _x, basis_degrees, fit_auto, radial_scale_for, shortest_distance,
+                               stratified_split)
+from minbasis.kernels.primitives import radial_values
+
+
+@pytest.fixture(scope="module")
+def cells():
+    rng = np.random.default_rng(11)
+    out = []
+    for k in range(16):
+        a = bulk("Cu", "fcc", a=3.61, cubic=True)
+        a.numbers[rng.choice(len(a), 1)] = 28
+        a.rattle(0.08, seed=k)
+        a.set_cell(a.cell * (1 + 0.02 * rng.standard_normal()), scale_atoms=True)
+        a.calc = EMT()
+        a.info["energy"] = a.get_potential_energy()
+        a.arrays["forces"] = a.get_forces()
+        a.info["stress"] = a.get_stress()
+        a.info["config_type"] = ["rattle", "strain"][k % 2]
+        a.calc = None
+        out.append(a)
+    return out
+
+
+def test_radial_scale_maps_the_shortest_distance_and_kernels_take_negative_scales():
+    for r_min, r_cut in ((2.2, 5.0), (0.95, 5.0), (2.5, 6.0)):
+        s = radial_scale_for(r_min, r_cut, -0.9)
+        assert abs(_x(0.9 * r_min / r_cut, s) - (-0.9)) < 1e-4  # s is rounded to 4 decimals
+    assert radial_scale_for(2.2, 5.0) < radial_scale_for(0.95, 5.0) < 0 < radial_scale_for(0.2, 5.0)
+    r = np.linspace(0.3, 4.9, 40)
+    for s in (-4.0, 0.0, 3.0):
+        R, dR = radial_values(r, 5.0, s, 6)
+        x = np.array([_x(u, s) for u in r / 5.0])
+        np.testing.assert_allclose(R[:, 2], (2 * x**2 - 1) * (1 - (r / 5.0) ** 2) ** 3, rtol=1e-12, atol=1e-14)
+        h = 1e-6
+        fd = (radial_values(r + h, 5.0, s, 6)[0] - radial_values(r - h, 5.0, s, 6)[0]) / (2 * h)
+        np.testing.assert_allclose(dR, fd, rtol=1e-6, atol=1e-7)
+    with pytest.raises(MinbasisError, match="shortest distance"):
+        radial_scale_for(6.0, 5.0)
+
+
+def test_shortest_distance_and_stratified_split(cells):
+    d = shortest_distance(cells, 5.0)
+    ref = min(np.min(a.get_all_distances(mic=True)[np.triu_indices(len(a), 1)]) for a in cells)
+    assert abs(d - ref) < 1e-9
+    ct = ["a"] * 10 + ["b"] * 5 + ["c"]
+    tr, va = stratified_split(ct, 0.2, 3)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 16
+    assert sum(ct[i] == "a" for i in va) == 2 and sum(ct[i] == "b" for i in va) == 1
+    assert not any(ct[i] == "c" for i in va)
+    np.testing.assert_array_equal(va, stratified_split(ct, 0.2, 3)[1])
+    assert not np.array_equal(va, stratified_split(ct, 0.2, 4)[1])
+
+
+def test_combined_observable_equations_equal_a_weighted_fit(cells):
+    basis = mb.Basis.ace(["Cu", "Ni"], 4.5, [4, 2], [0, 2], 2)
+    labels = get_labels(cells, "energy", "forces", "stress")
+    parts = {o: accumulate(basis, cells, labels, w) for o, w in (("e", RowWeights(1, 0, 0)), ("f", RowWeights(0, 1, 0)),
+                                                                 ("s", RowWeights(0, 0, 1)))}
+    comb = NormalEquations.combine([(30.0, parts["e"]), (2.0, parts["f"]), (5.0, parts["s"])]).system()
+    direct = accumulate(basis, cells, labels, RowWeights(30.0, 2.0, 5.0)).system()
+    np.testing.assert_allclose(comb.G, direct.G, rtol=1e-9, atol=1e-9 * np.abs(direct.G).max())
+    np.testing.assert_allclose(comb.b, direct.b, rtol=1e-9, atol=1e-9 * np.abs(direct.b).max())
+    assert comb.n_rows == direct.n_rows
+    assert basis_degrees(basis).shape == (2 * basis.n_features,)
+
+
+def test_fit_auto_selects_on_validation_and_records_its_choice(cells):
+    cfg = AutoFitConfig(budget_minutes=600, candidates=[dict(order=2, n_max=[4, 2], l_max=[0, 2]),
+                                                      dict(order=3, n_max=[5, 3, 2], l_max=[0, 2, 1])],
+                        weights=[(30, 1, 30), (300, 1, 3)])
+    lines = []
+    m = fit_auto(cells, stress_key="stress", config=cfg, log=lines.append)
+    auto = m.info["auto"]
+    assert len(auto["table"]) == 4 and auto["choice"] in auto["table"]
+    assert auto["choice"]["score"] == min(r["score"] for r in auto["table"])
+    assert m.basis.spec.radial["scale"] == auto["radial_scale"] < 0
+    assert m.basis.spec.radial["data"]["shortest_distance"] == pytest.approx(auto["shortest_distance"])
+    assert any("chosen" in line for line in lines)
+    p = m.predict(cells)
+    ref = np.array([a.info["energy"] for a in cells])
+    assert np.sqrt(np.mean((p.energy - ref) ** 2)) < np.std(ref)
+    # a tiny budget stops after the first candidate
+    small = fit_auto(cells, stress_key="stress", log=None,
+                     config=AutoFitConfig(budget_minutes=1e-4, candidates=cfg.candidates, weights=[(30, 1, 30)]))
+    assert {r["candidate"] for r in small.info["auto"]["table"]} == {0}
+    with pytest.raises(LabelError, match="at least 5"):
+        fit_auto(cells[:3], log=None)
+    with pytest.raises(MinbasisError, match="validation_fraction"):
+        AutoFitConfig(validation_fraction=0.9)
+
+
+def test_cli_fit_without_basis(cells, tmp_path):
+    import ase.io
+
+    from minbasis.cli import main
+
+    cu = []
+    for a in cells[:8]:
+        b = a.copy()
+        b.numbers[:] = 29
+        b.calc = EMT()
+        b.info["energy"] = b.get_potential_energy()
+        b.arrays["forces"] = b.get_forces()
+        b.calc = None
+        cu.append(b)
+    path = tmp_path / "cells.extxyz"
+    ase.io.write(path, cu)
+    assert main(["fit", str(path), "--budget-minutes", "0.01", "-o", str(tmp_path / "m.npz")]) == 0
+    model = mb.fit.load_model(tmp_path / "m.npz")
+    assert model.info["auto"]["choice"]["columns"] == 437  # the first rung of the ladder, then the budget
+    assert main(["fit", str(path), "--model", "mlp", "-o", str(tmp_path / "x.npz")]) == 2
+
+
+def test_correlation_order_five_is_invariant_with_exact_gradients():
+    from scipy.spatial.transform import Rotation
+
+    b = mb.Basis.ace(["Si"], 4.0, [3, 2, 2, 1, 1], [0, 1, 1, 1, 1], 5)
+    assert max(b.counts_by_order()) == 5
+    a = bulk("Si", "diamond", 5.43, cubic=True)
+    a.rattle(0.1, seed=1)
+    X = mb.describe(a, b)
+    a2 = a.copy()
+    a2.set_cell(a.cell @ Rotation.random(random_state=3).as_matrix().T, scale_atoms=True)
+    np.testing.assert_allclose(mb.describe(a2, b), X, atol=1e-12 * np.abs(X).max())
+    d = mb.describe(a, b, gradients=True)
+    h = 1e-5
+    ap, am = a.copy(), a.copy()
+    ap.positions[3, 1] += h
+    am.positions[3, 1] -= h
+    fd = (mb.describe(ap, b) - mb.describe(am, b)) / (2 * h)
+    s = d.gradient_samples
+    sel = s[:, 1] == 3
+    G = np.zeros_like(X)
+    G[s[sel, 0]] = d.position_gradients[sel][:, 1, :]
+    np.testing.assert_allclose(G, fd, atol=1e-7 * np.abs(fd).max())
