@@ -54,6 +54,9 @@ def entry_checksum(full_key: dict, value: Any) -> str:
 def cached_json(key: dict, compute: Callable[[], Any], check: Callable[[Any], None] | None = None) -> Any:
     """Return ``compute()``, cached on disk under ``key`` (a JSON-serialisable dict).
 
+    A cached entry is used only if its key and its checksum (:func:`entry_checksum`) match and
+    ``check`` passes; otherwise the value is recomputed and the entry rewritten.
+
     Parameters
     ----------
     key : dict
@@ -65,8 +68,9 @@ def cached_json(key: dict, compute: Callable[[], Any], check: Callable[[Any], No
         (any exception) for a bad value, which is then recomputed. Freshly computed values are
         checked too, so a bug shows up as an error rather than as a poisoned cache entry.
 
-    A cached entry is used only if its key matches, its checksum (:func:`entry_checksum`)
-    matches and ``check`` passes; otherwise the value is recomputed and the entry rewritten.
+    Returns
+    -------
+    The (JSON-compatible) value.
     """
     folder = cache_dir()
     if folder is None:
