@@ -11,23 +11,32 @@ from ase.data import atomic_numbers
 from .errors import MinbasisError
 from .invariants.ace import MAX_ORDER
 from .spec import BasisSpec
+from .validate import as_float, as_int, check_ace_size, check_r_cut, check_radial_scale, check_seed, check_species
 
 __all__ = ["Basis"]
 
 
 def _check_species_r_cut(species: Sequence[str], r_cut: float) -> list[str]:
-    """Validated list of chemical symbols; raises MinbasisError for bad species or cutoff."""
-    species = [str(s) for s in species]
-    if not species:
-        raise MinbasisError("species must name at least one chemical element, e.g. ['H', 'C', 'O']")
-    unknown = [s for s in species if s not in atomic_numbers or s == "X"]
-    if unknown:
-        raise MinbasisError(f"unknown chemical symbols {unknown}; use symbols such as 'H', 'Cu'")
-    if len(set(species)) != len(species):
-        raise MinbasisError(f"species {species} contains duplicates")
-    if not (float(r_cut) > 0):
-        raise MinbasisError(f"r_cut must be a positive distance in Å, got {r_cut}")
+    """Validated list of chemical symbols; raises MinbasisError for bad species or cutoff
+    (see :func:`minbasis.validate.check_species` and :func:`~minbasis.validate.check_r_cut`)."""
+    species = check_species(species)
+    check_r_cut(r_cut)
     return species
+
+
+def _check_spec(spec: BasisSpec) -> None:
+    """Checks of a specification's numbers that the kernels rely on (cutoff, radial basis)."""
+    from .errors import FileFormatError
+
+    try:
+        check_r_cut(spec.r_cut)
+        if not isinstance(spec.radial, dict):
+            raise MinbasisError(f"radial must be a dict, got {type(spec.radial).__name__}")
+        check_radial_scale(spec.radial.get("scale", 0.0))
+        if not isinstance(spec.invariants, tuple) or not all(isinstance(inv, dict) for inv in spec.invariants):
+            raise MinbasisError("invariants must be a list of dicts")
+    except MinbasisError as exc:
+        raise FileFormatError(f"invalid basis specification: {exc}") from exc
 
 
 class Basis:
@@ -41,6 +50,7 @@ class Basis:
     def __init__(self, spec: BasisSpec):
         if not isinstance(spec, BasisSpec):
             raise TypeError(f"Basis wraps a BasisSpec, got {type(spec).__name__}; use Basis.ace(...) or Basis.load(path)")
+        _check_spec(spec)
         self.spec = spec
         self._plan = None
 
@@ -48,7 +58,7 @@ class Basis:
     @classmethod
     def ace(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
             order: int, *, total_degree: float | None = None, l_weight: float = 1.0,
-            radial_scale: float = 5.0) -> "Basis":
+            radial_scale: float = 5.0, max_size: float | None = None) -> "Basis":
         """Linearly independent ("full") ACE basis (docs/theory/ace.md).
 
         Parameters
@@ -71,22 +81,31 @@ class Basis:
             Weight of l in the total degree.
         radial_scale : float
             Exponent s of the distance transform of the radial basis
-            (:mod:`minbasis.kernels.primitives`); 0 gives plain Chebyshev in r.
+            (:mod:`minbasis.kernels.primitives`), 0 ≤ s ≤ 700; 0 gives plain Chebyshev in r.
+        max_size : float, optional
+            Limit of the size estimate (:func:`minbasis.validate.ace_size_estimate`, the summed
+            entries of the dense coupling tensors) checked before enumerating; default
+            :data:`minbasis.validate.MAX_BASIS_SIZE` or ``$MINBASIS_MAX_BASIS_SIZE``.
 
         Raises
         ------
-        ValueError
-            Unknown or repeated species, non-positive r_cut, order outside 1..6, per-order
-            lists of the wrong length.
+        MinbasisError (a ValueError)
+            Unknown or repeated species, r_cut not a finite distance in 0.5..1000 Å, order not
+            an integer in 1..MAX_ORDER, n_max / l_max not integers (non-integers are never truncated) or
+            per-order lists of the wrong length, non-finite total_degree / l_weight,
+            radial_scale outside 0..700, or a size estimate above the limit.
         """
         from .invariants import enumerate_ace, per_order
 
         species = _check_species_r_cut(species, r_cut)
-        if not 1 <= int(order) <= MAX_ORDER:
-            raise MinbasisError(f"order (correlation order ν) must be 1..{MAX_ORDER}, got {order}")
-        order = int(order)
+        order = as_int("order (correlation order ν)", order, minimum=1, maximum=MAX_ORDER)
         n_list = per_order(n_max, order, "n_max")
         l_list = per_order(l_max, order, "l_max")
+        if total_degree is not None:
+            total_degree = as_float("total_degree", total_degree, minimum=0.0)
+        l_weight = as_float("l_weight", l_weight, minimum=0.0)
+        radial_scale = check_radial_scale(radial_scale)
+        check_ace_size(len(species), order, n_list, l_list, total_degree, l_weight, max_size=max_size)
         invariants = enumerate_ace(len(species), order, n_list, l_list, total_degree, l_weight)
         if not invariants:
             raise MinbasisError("these hyper-parameters give no invariants; raise n_max, l_max or total_degree")
@@ -99,7 +118,8 @@ class Basis:
     @classmethod
     def cartesian(cls, species: Sequence[str], r_cut: float, n_max: int | Sequence[int], l_max: int | Sequence[int],
                   max_factors: int, *, symmetric: str = "stf", include_products: bool = False,
-                  einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0) -> "Basis":
+                  einsums: str | Sequence[str] | None = None, radial_scale: float = 5.0,
+                  max_size: float | None = None) -> "Basis":
         """Cartesian moment-tensor invariants (docs/theory/cartesian.md): full contractions of
         M_{z,n,l} = Σ_j R_n(r_ij) T_l(r̂_ij), one per non-isomorphic contraction multigraph.
 
@@ -132,12 +152,17 @@ class Basis:
             (z, n), skipping those with more than ``max_factors`` factors or ranks above ``l_max``.
         radial_scale : float
             Exponent of the radial distance transform (as in :meth:`ace`).
+        max_size : float, optional
+            Limit of the size estimate, as in :meth:`ace` (the moment multisets of Cartesian
+            invariants with k factors are those of ACE at order k).
 
         Raises
         ------
         MinbasisError
-            Unknown or repeated species, non-positive r_cut, max_factors < 1 (or > 6), l_max < 0,
-            n_max < 1, unknown ``symmetric``, a malformed einsum string, or no invariant at all.
+            Unknown or repeated species, bad r_cut, max_factors < 1 (or > 6), l_max < 0,
+            n_max < 1 (or not integers), radial_scale outside 0..700, unknown ``symmetric``, a
+            malformed einsum string, a size estimate above the limit (as in :meth:`ace`), or no
+            invariant at all.
         """
         from .invariants import per_order
         from .invariants.cartesian import HIPHOP_EINSUMS, MAX_FACTORS, einsum_invariants, enumerate_cartesian
@@ -152,6 +177,9 @@ class Basis:
             raise MinbasisError(f"symmetric must be 'stf' or 'plain', got {symmetric!r}")
         n_list = per_order(n_max, max_factors, "n_max")
         l_list = per_order(l_max, max_factors, "l_max")
+        radial_scale = check_radial_scale(radial_scale)
+        # the moment multisets are those of ACE with as many factors: the same size estimate
+        check_ace_size(len(species), max_factors, n_list, l_list, max_size=max_size)
         if einsums is None:
             invariants = enumerate_cartesian(len(species), max_factors, n_list, l_list, symmetric=symmetric,
                                              include_products=include_products)
@@ -207,7 +235,13 @@ class Basis:
         from .spec import invariant_moments
 
         species = _check_species_r_cut(species, r_cut)
-        invariants = [dict(inv) for inv in invariants]
+        radial_scale = check_radial_scale(radial_scale)
+        if isinstance(invariants, (str, bytes, dict)):
+            raise MinbasisError("invariants must be a list of invariant dicts")
+        try:
+            invariants = [dict(inv) for inv in invariants]
+        except (TypeError, ValueError):
+            raise MinbasisError("invariants must be a list of invariant dicts") from None
         if not invariants:
             raise MinbasisError("from_invariants needs at least one invariant")
         for k, inv in enumerate(invariants):
@@ -269,17 +303,23 @@ class Basis:
         Raises
         ------
         MinbasisError
-            Bad ``order`` or a failed verification (:func:`~minbasis.invariants.pruning.prune_candidates`).
+            Bad ``order``, ``n_points`` (integer 1..1000), ``seed`` (integer ≥ 0) or ``tol``
+            (0..1), or a failed verification (:func:`~minbasis.invariants.pruning.prune_candidates`).
         """
         from .invariants.cache import cached_json
         from .invariants.pruning import prune_candidates
 
         if self.spec.variant == "minimal":
             return self
+        n_points = as_int("n_points", n_points, minimum=1, maximum=1000)
+        seed = check_seed("seed", seed)
+        tol = as_float("tol", tol, minimum=0.0, maximum=1.0)
         if order is None or isinstance(order, str):
+            if order not in (None, "given", "cost"):
+                raise MinbasisError(f"order must be None, 'cost' or a list of indices, got {order!r}")
             order_key = order
         else:
-            order_key = [int(i) for i in order]
+            order_key = [as_int("order index", i, minimum=0, maximum=self.n_features - 1) for i in order]
 
         def compute():
             _, record = prune_candidates(self.spec.invariants, order=order_key if order_key is not None else "given",
@@ -291,7 +331,16 @@ class Basis:
         key = {"what": "minimal", "basis": self.spec.hash, "n_points": n_points, "seed": seed, "tol": tol, "v": 1}
         if order_key is not None:
             key["order"] = order_key
-        res = cached_json(key, compute)
+        n_cand = self.n_features
+
+        def check(res) -> None:  # a cache entry of the wrong type or with indices out of range is recomputed
+            kept_ = res["kept"]
+            if (not isinstance(res["record"], dict) or not isinstance(kept_, list) or not kept_
+                    or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_cand for i in kept_)
+                    or len(set(kept_)) != len(kept_)):
+                raise ValueError("bad cached pruning result")
+
+        res = cached_json(key, compute, check=check)
         kept = sorted(res["kept"])
         record = dict(res["record"], parent_hash=self.spec.hash, kept=kept)
         s = self.spec

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinbasisError
+from .files import check_not_input
 
 __all__ = ["main", "build_parser"]
 
@@ -27,6 +28,25 @@ def _int_list(text: str) -> int | list[int]:
     if not values:
         raise argparse.ArgumentTypeError("empty list")
     return values[0] if len(values) == 1 else values
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer seed, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {value}")
+    return value
+
+
+def _data_spec_file(spec: str) -> str:
+    """The FILE part of a ``--data FILE:key=value:...`` spec (as :func:`minbasis.fit.fidelity.parse_data_spec`)."""
+    parts = spec.split(":")
+    k = 1
+    while k < len(parts) and "=" not in parts[k]:
+        k += 1
+    return ":".join(parts[:k])
 
 
 def _species(text: str) -> list[str]:
@@ -127,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--total-degree", type=float, default=None, help="keep products with Σ(n+1+l) ≤ this")
     p.add_argument("--radial-scale", type=float, default=5.0, help="distance-transform exponent (0: linear)")
     p.add_argument("--minimal", action="store_true", help="keep only functionally independent invariants")
+    p.add_argument("--max-basis-size", type=float, default=None,
+                   help="refuse ACE enumerations whose size estimate (coupling-tensor entries) exceeds this "
+                        "(default 2e7, or $MINBASIS_MAX_BASIS_SIZE)")
     p.add_argument("-o", "--output", required=True, help="output JSON file")
 
     p = sub.add_parser("describe", help="compute per-atom descriptors (and gradients) to .npz",
@@ -228,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None,
                    help=f"mlp, mlp-mf: validation checks (every {mlp['validate_every']} iterations) without "
                         f"improvement before stopping ({both('patience')})")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=_seed, default=None,
                    help=f"mlp, mlp-mf: seed of the initial weights and the validation split ({both('seed')})")
     p.add_argument("--repulsion", choices=["auto", "zbl", "none"], default="auto",
                    help="linear: a fixed ZBL repulsive core below an inner cutoff per species pair (1.1 × the "
@@ -270,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=cmp["mlp_patience"],
                    help=f"mlp: validation checks (every 10 iterations) without improvement before stopping "
                         f"(default {cmp['mlp_patience']})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the folds")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the held-out split and of the folds")
     p.add_argument("--threads", type=int, default=None,
                    help="Numba and BLAS threads (default: all; 1 gives per-core timings)")
     p.add_argument("-o", "--output", required=True, help="output JSON; the plot is written next to it (.png)")
@@ -298,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build an ACE basis for H, C, O, prune it to its minimal functionally independent "
                                    "subset, fit MP2 energies and forces of bundled ethanol frames, and print held-out "
                                    "errors of the full and minimal bases.")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the train/test split")
     p.add_argument("--n-train", type=int, default=180, help="training frames (rest of the 240 are held out)")
 
     p = sub.add_parser("report", help="completeness analysis report (HTML page + JSON)",
@@ -323,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair", nargs=2, metavar=("A", "B"), default=None,
                    help="your own pair of structures (one per file, same atoms) to test whether the basis tells "
                         "them apart")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random neighbour environments")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random neighbour environments")
     p.add_argument("-o", "--output", required=True, help="output HTML file; the JSON is written next to it")
 
     # -- export (issue 12): a self-contained block ---------------------------------------------
@@ -382,14 +405,15 @@ def _cmd_basis(args) -> int:
             raise MinbasisError("--order and --total-degree belong to --family ace; use --max-factors for cartesian")
         basis = Basis.cartesian(args.species, args.r_cut, args.n_max, args.l_max, args.max_factors,
                                 symmetric=args.symmetric, include_products=args.include_products,
-                                radial_scale=args.radial_scale)
+                                radial_scale=args.radial_scale, max_size=args.max_basis_size)
     else:
         if args.order is None:
             raise MinbasisError("--family ace needs --order (correlation order ν, 1..4)")
         if args.max_factors is not None:
             raise MinbasisError("--max-factors belongs to --family cartesian; use --order for ace")
         basis = Basis.ace(args.species, args.r_cut, args.n_max, args.l_max, args.order,
-                          total_degree=args.total_degree, radial_scale=args.radial_scale)
+                          total_degree=args.total_degree, radial_scale=args.radial_scale,
+                          max_size=args.max_basis_size)
     print(f"full basis: {basis.n_features} invariants, per order {basis.counts_by_order()}")
     if args.minimal:
         basis = basis.minimal()
@@ -407,6 +431,7 @@ def _cmd_describe(args) -> int:
     from .fit.data import read_structures
     from .io import atomic_save_npz
 
+    check_not_input([args.output], [args.data, args.basis])
     basis = Basis.load(args.basis)
     if args.dask or args.shards:
         from .cluster import describe_shards
@@ -436,6 +461,8 @@ def _cmd_fit(args) -> int:
     from .basis import Basis
     from .fit import LinearFitConfig, fit_linear, read_structures
 
+    check_not_input([args.output], [args.data, args.basis, args.config]
+                    + [_data_spec_file(spec) for spec in args.fidelity_data or []])
     if args.fidelity_data or args.config or args.model.endswith("-mf"):
         from .fit.mf_cli import fit_multifidelity_cli
 
@@ -450,10 +477,13 @@ def _cmd_fit(args) -> int:
     s_key = _resolve_stress(frames, s_key)
     ctw = {}
     if args.config_type_weights:
+        from .fit.data import check_config_type_weights
+
         try:
-            ctw = {str(k): float(v) for k, v in json.loads(args.config_type_weights).items()}
-        except (ValueError, AttributeError) as exc:
+            ctw = json.loads(args.config_type_weights)
+        except ValueError as exc:
             raise MinbasisError(f"--config-type-weights must be a JSON object of numbers ({exc})") from exc
+        ctw = check_config_type_weights(ctw, [str(a.info.get("config_type", "default")) for a in frames])
     committee = args.committee
     if committee is None and args.solver != "bayesian":
         committee = 0
@@ -628,6 +658,7 @@ def _cmd_compare(args) -> int:
             raise MinbasisError(f"--threads must be >= 1, got {args.threads}")
         threadpool_limits(limits=args.threads)
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    check_not_input([args.output, Path(args.output).with_suffix(".png")], [args.data, args.test, args.basis])
     basis = Basis.load(args.basis)
     frames = read_structures(args.data)
     if args.test is not None:
@@ -671,6 +702,10 @@ def _cmd_demo(args) -> int:
 def _cmd_report(args) -> int:
     from .report import completeness, write_report
 
+    from .report import json_path_for
+
+    check_not_input([args.output, json_path_for(args.output)],
+                    [args.basis, args.data] + list(args.pair or []))
     t0 = time.perf_counter()
     rep = completeness(args.basis, species=args.species, r_cut=args.r_cut, n_max=args.n_max, l_max=args.l_max,
                        order=args.order, data=args.data, pair=args.pair, seed=args.seed, progress=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,9 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_save_npz"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename),
+    with the mode of the replaced file or ``0666 & ~umask``, removing partial files of killed
+    earlier writers (:func:`minbasis.files.atomic_write`).
 
     Raises
     ------
@@ -29,16 +30,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         The folder cannot be created or written; the temporary file is removed and ``path`` is
         left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .files import atomic_write_bytes as _write
+
+    _write(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -186,7 +186,7 @@ class BasisSpec:
             spec = cls(family=d["family"], variant=d["variant"], species=tuple(d["species"]),
                        r_cut=float(d["r_cut"]), radial=d["radial"], hyper=d["hyper"],
                        invariants=tuple(d["invariants"]), pruning=d["pruning"])
-        except (TypeError, ValueError, KeyError) as exc:
+        except (TypeError, ValueError, KeyError, RecursionError) as exc:
             raise FileFormatError(f"{source}: malformed basis specification ({exc})") from exc
         if spec.hash != d["hash"]:
             raise FileFormatError(f"{source}: content hash mismatch (file corrupt or edited): "
@@ -204,14 +204,26 @@ class BasisSpec:
         Raises
         ------
         FileFormatError
-            If the file is missing, not JSON, or fails the checks of :meth:`from_dict`.
+            If the file is missing, a folder, binary (e.g. a model .npz), not JSON, or fails the
+            checks of :meth:`from_dict`.
         """
         try:
-            text = Path(path).read_text()
+            if Path(path).is_dir():
+                raise FileFormatError(f"basis file {path} is a folder, not a JSON file")
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise FileFormatError(f"cannot read basis file {path}: {exc.strerror}") from exc
+        if data[:4] == b"PK\x03\x04":
+            raise FileFormatError(f"{path} is a zip/.npz archive (a model file?), not a basis JSON file; give the basis "
+                                  "written by `minbasis basis` (a model's basis: minbasis.fit.load_model(path).basis)")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FileFormatError(f"{path} is a binary file, not a basis JSON file written by `minbasis basis`") from None
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise FileFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        except RecursionError:
+            raise FileFormatError(f"{path}: not a basis specification (JSON nested too deeply)") from None
         return cls.from_dict(d, source=str(path))

@@ -35,7 +35,7 @@ from ..describe import describe, iter_batches
 from ..errors import LabelError, MinbasisError, SpeciesError
 from ..kernels import as_atoms_list, linear_energy_forces
 from ..kernels.evaluate import features as _kernel_features
-from .data import Labels
+from .data import Labels, check_config_type_weights
 from .fidelity import resolve_fidelity, single_fidelity_names
 from .model import MinbasisCalculator, Prediction, PredictionAccumulator
 
@@ -423,8 +423,16 @@ class AtomicEnergyModel:
 
 
 def labels_weights(labels: Labels, cfg) -> np.ndarray:
-    """Per-structure config_type weight factor (M,) from ``cfg.config_type_weights``."""
-    return np.array([float(cfg.config_type_weights.get(ct, 1.0)) for ct in labels.config_type])
+    """Per-structure config_type weight factor (M,) from ``cfg.config_type_weights``.
+
+    Raises
+    ------
+    LabelError
+        Weights that are not finite numbers in [0, 1e150], or all structures weighted 0
+        (:func:`~minbasis.fit.data.check_config_type_weights`).
+    """
+    ctw = check_config_type_weights(cfg.config_type_weights, labels.config_type)
+    return np.array([ctw.get(str(ct), 1.0) for ct in labels.config_type])
 
 
 def check_finite(name: str, *arrays: np.ndarray) -> None:

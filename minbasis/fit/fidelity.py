@@ -94,17 +94,20 @@ class FidelityData:
             raise MinbasisError(f"fidelity {self.fidelity!r}: no structures")
         if not (self.energy_key or self.forces_key or self.stress_key):
             raise MinbasisError(f"fidelity {self.fidelity!r}: give at least one of energy_key, forces_key, stress_key")
+        from ..validate import as_float
+        from .data import check_config_type_weights
+
         w = dict(DEFAULT_WEIGHTS)
+        if not isinstance(self.weights, dict):
+            raise MinbasisError(f"fidelity {self.fidelity!r}: weights must be a table such as "
+                                f"{{energy = 30.0, forces = 1.0}}, got {self.weights!r}")
         for k, v in dict(self.weights).items():
             if k == "config_type":
-                w[k] = {str(a): float(b) for a, b in dict(v).items()}
+                w[k] = check_config_type_weights(v)
                 continue
             if k not in DEFAULT_WEIGHTS:
                 raise MinbasisError(f"unknown weight {k!r}; use energy, forces, stress or config_type")
-            v = float(v)
-            if not (np.isfinite(v) and v >= 0):
-                raise MinbasisError(f"weight {k} must be a finite number >= 0, got {v}")
-            w[k] = v
+            w[k] = as_float(f"weight {k}", v, minimum=0.0, maximum=1e12)
         w.setdefault("config_type", {})
         self.weights = w
 
@@ -123,8 +126,10 @@ class FidelityData:
 
     def config_weights(self, labels: Labels) -> np.ndarray:
         """(M,) per-structure config_type factors."""
-        ctw = self.weights.get("config_type", {})
-        return np.array([float(ctw.get(ct, 1.0)) for ct in labels.config_type])
+        from .data import check_config_type_weights
+
+        ctw = check_config_type_weights(self.weights.get("config_type", {}), labels.config_type)
+        return np.array([ctw.get(str(ct), 1.0) for ct in labels.config_type])
 
 
 def fidelity_names(data: Sequence[FidelityData]) -> list[str]:
@@ -192,13 +197,22 @@ def _from_fields(path: str, fields: dict, cache: dict, where: str) -> FidelityDa
         raise MinbasisError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_KEYS | {'weights'})}")
     if "fidelity" not in fields:
         raise MinbasisError(f"{where}: missing fidelity=NAME, e.g. {path}:fidelity=high:energy_key=energy_high")
+    if not isinstance(fields.get("weights", {}), dict):
+        raise MinbasisError(f"{where}: weights must be a table such as {{energy = 30.0, forces = 1.0}}, "
+                            f"got {fields['weights']!r}")
     weights = dict(fields.get("weights", {}))
     for obs in ("energy", "forces", "stress"):
         if f"{obs}_weight" in fields:
+            v = fields[f"{obs}_weight"]
             try:
-                weights[obs] = float(fields[f"{obs}_weight"])
-            except ValueError:
-                raise MinbasisError(f"{where}: {obs}_weight must be a number, got {fields[f'{obs}_weight']!r}") from None
+                if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+                    raise TypeError
+                weights[obs] = float(v)
+            except (TypeError, ValueError):
+                raise MinbasisError(f"{where}: {obs}_weight must be a number, got {v!r}") from None
+    for name in ("fidelity", "energy_key", "forces_key", "stress_key"):
+        if name in fields and not isinstance(fields[name], str):
+            raise MinbasisError(f"{where}: {name} must be a string, got {fields[name]!r}")
     key = os.path.abspath(path)
     if key not in cache:
         cache[key] = read_structures(path)
@@ -234,14 +248,49 @@ def parse_data_spec(spec: str, cache: dict | None = None) -> FidelityData:
     return _from_fields(path, fields, cache, f"--data {spec!r}")
 
 
-def load_fit_config(path: str | os.PathLike) -> dict:
-    """Read a TOML fit configuration (module docstring): returns a dict with ``data`` (list of
-    :class:`FidelityData`) and the other top-level settings as written (model, basis, output, …).
+#: Top-level settings of a TOML fit configuration and the type each must have.
+SETTINGS = {"model": str, "basis": str, "output": str, "coupling": str, "noise": str, "activation": str,
+            "piwsl_tc": float, "piwsl_sc": float, "piwsl_delta": float, "l2": float, "validation_fraction": float,
+            "seed": int, "hidden": int, "max_iter": int, "patience": int}
+
+
+def check_settings(settings: dict, where: str = "config") -> None:
+    """Types and ranges of the top-level settings of a fit configuration (:data:`SETTINGS`).
+
+    Numbers must be finite and ≥ 0 (integers for seed, hidden, max_iter, patience; hidden and
+    max_iter ≥ 1), strings non-empty.
 
     Raises
     ------
     MinbasisError
-        Unreadable TOML, no ``[[data]]`` tables, or malformed entries.
+        An unknown setting (listing the known ones) or a value of the wrong type or range.
+    """
+    from ..validate import as_float, as_int
+
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise MinbasisError(f"{where}: unknown setting(s) {unknown}; known: {sorted(SETTINGS)} and [[data]] tables")
+    for k, v in settings.items():
+        kind = SETTINGS[k]
+        if kind is str:
+            if not isinstance(v, str) or not v:
+                raise MinbasisError(f"{where}: {k} must be a non-empty string, got {v!r}")
+        elif kind is int:
+            as_int(f"{where}: {k}", v, minimum=1 if k in ("hidden", "max_iter") else 0)
+        else:
+            as_float(f"{where}: {k}", v, minimum=0.0)
+
+
+def load_fit_config(path: str | os.PathLike) -> dict:
+    """Read a TOML fit configuration (module docstring): returns a dict with ``data`` (list of
+    :class:`FidelityData`), ``data_files`` (absolute paths of the structure files) and the other
+    top-level settings as written (model, basis, output, …).
+
+    Raises
+    ------
+    MinbasisError
+        Unreadable TOML, no ``[[data]]`` tables, malformed entries, or settings of the wrong type
+        (:func:`check_settings`).
     """
     import tomllib
 
@@ -250,18 +299,26 @@ def load_fit_config(path: str | os.PathLike) -> dict:
             cfg = tomllib.load(fh)
     except FileNotFoundError:
         raise MinbasisError(f"no such config file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MinbasisError(f"{path}: invalid TOML ({exc})") from exc
+    except IsADirectoryError:
+        raise MinbasisError(f"config {path} is a folder, not a TOML file") from None
     entries = cfg.pop("data", None)
     if not entries:
         raise MinbasisError(f"{path}: needs at least one [[data]] table with file and fidelity")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise MinbasisError(f"{path}: data must be [[data]] tables (file, fidelity, ...), got {type(entries).__name__}")
+    check_settings(cfg, str(path))
     base = os.path.dirname(os.path.abspath(path))
     cache: dict = {}
     data = []
     for n, e in enumerate(entries):
         if "file" not in e:
             raise MinbasisError(f"{path}: [[data]] entry {n} lacks file")
+        if not isinstance(e["file"], str) or not e["file"]:
+            raise MinbasisError(f"{path}: [[data]] entry {n}: file must be a file name, got {e['file']!r}")
         f = e["file"] if os.path.isabs(e["file"]) else os.path.join(base, e["file"])
         data.append(_from_fields(f, e, cache, f"{path} [[data]] {n}"))
     cfg["data"] = data
+    cfg["data_files"] = sorted(cache)  # absolute paths of the structure files read
     return cfg

@@ -91,7 +91,11 @@ def read_model_meta(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise FileFormatError(f"no such model file: {path}") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+    except IsADirectoryError:
+        raise FileFormatError(f"model file {path} is a folder") from None
+    except MemoryError:
+        raise FileFormatError(f"{path}: not a readable minbasis model file (declares arrays too large to load)") from None
+    except Exception as exc:  # noqa: BLE001 - zlib.error, struct.error, BadZipFile, ...: a corrupt file
         raise FileFormatError(f"{path}: not a readable minbasis model file ({type(exc).__name__}: {exc})") from exc
     if "meta" not in arrays or "basis" not in arrays:
         raise FileFormatError(f"{path}: not a minbasis model (no meta/basis records)")

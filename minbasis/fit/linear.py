@@ -30,7 +30,7 @@ from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import NormalEquations, RowWeights, accumulate, LinearSystem
-from .data import Labels, get_labels
+from .data import Labels, check_config_type_weights, get_labels
 from .solvers import SOLVERS, BayesianRidge, make_solver, solve_system
 
 #: Noise terms of the committee's predictive std (LinearFitConfig.uncertainty_noise).
@@ -226,6 +226,7 @@ def fit_linear(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy"
     from .model import LinearModel
 
     cfg = config or LinearFitConfig()
+    check_config_type_weights(cfg.config_type_weights)  # a mapping of finite numbers in [0, 1e150]
     atoms_list = as_atoms_list(atoms_or_list)
     labels = get_labels(atoms_list, energy_key, forces_key, stress_key)
     t_cal = None

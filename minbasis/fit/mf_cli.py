@@ -90,6 +90,9 @@ def fit_multifidelity_cli(args) -> int:
     if not basis_path:
         raise MinbasisError("no basis: give --basis basis.json (or basis = \"...\" in the config)")
     output = args.output or settings.get("output")
+    from ..files import check_not_input
+
+    check_not_input([output], [basis_path, args.config] + list(cache) + settings.pop("data_files", []))
     basis = Basis.load(basis_path)
     tc = float(settings.get("piwsl_tc", args.piwsl_tc))
     sc = float(settings.get("piwsl_sc", args.piwsl_sc))

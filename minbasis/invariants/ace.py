@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import MinbasisError
-from .cache import cached_json
+from .cache import cached_json, check_invariant_list
 from .coupling import symmetrised_couplings
 
 __all__ = ["per_order", "enumerate_ace", "multiset_groups", "MAX_ORDER"]
@@ -27,19 +27,29 @@ MAX_ORDER = 6
 def per_order(value: int | Sequence[int], order: int, name: str) -> list[int]:
     """Expand an int or a per-order list (one entry per ν = 1..order) to a list of length ``order``.
 
+    Accepts Python and NumPy integers and integral floats (``2.0``); refuses anything else
+    (None, strings, ``2.5``: values are never silently truncated).
+
     Raises
     ------
-    ValueError
-        If a list has the wrong length or an entry is out of range.
+    MinbasisError (a ValueError)
+        If the value is not an integer or a list of integers, a list has the wrong length, or an
+        entry is out of range (n_max ≥ 1, l_max ≥ 0).
     """
-    if isinstance(value, (int, np.integer)):
-        values = [int(value)] * order
-    else:
-        values = [int(v) for v in value]
-        if len(values) != order:
-            raise MinbasisError(f"{name} has {len(values)} entries but order = {order}; give one per "
-                             f"correlation order 1..{order}, e.g. {name}={[values[0]] * order}")
+    from ..validate import as_int
+
     minimum = 1 if name == "n_max" else 0
+    if isinstance(value, (str, bytes)) or value is None or isinstance(value, (dict, set)):
+        raise MinbasisError(f"{name} must be an integer or a list of integers (one per order 1..{order}), "
+                            f"got {value!r}")
+    if np.ndim(value) == 0:
+        values = [as_int(name, value.item() if isinstance(value, np.ndarray) else value, minimum=minimum)] * order
+    else:
+        values = [as_int(f"{name} entry", v) for v in value]
+        if len(values) != order:
+            example = [values[0] if values else minimum] * order
+            raise MinbasisError(f"{name} has {len(values)} entries but order = {order}; give one per "
+                                f"correlation order 1..{order}, e.g. {name}={example}")
     for v in values:
         if v < minimum:
             raise MinbasisError(f"{name} entries must be >= {minimum}, got {values}")
@@ -136,4 +146,6 @@ def enumerate_ace(n_species: int, order: int, n_max: Sequence[int], l_max: Seque
     key = {"what": "ace_candidates", "n_species": n_species, "order": order, "n_max": list(n_max),
            "l_max": list(l_max), "total_degree": total_degree, "l_weight": l_weight, "v": 1}
     compute = lambda: _enumerate(n_species, order, list(n_max), list(l_max), total_degree, l_weight)  # noqa: E731
-    return cached_json(key, compute) if use_cache else compute()
+    if not use_cache:
+        return compute()
+    return cached_json(key, compute, check=lambda v: check_invariant_list(v, n_species, max(n_max), max(l_max)))

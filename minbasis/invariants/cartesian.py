@@ -44,7 +44,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import MinbasisError
-from .cache import cached_json
+from .cache import cached_json, check_invariant_list
 from .coupling import _group_permutations
 
 __all__ = [
@@ -702,7 +702,10 @@ def enumerate_cartesian(n_species: int, max_factors: int, n_max: int | Sequence[
            "v": 1}
     compute = lambda: _enumerate(int(n_species), int(max_factors), n_list, l_list, symmetric,  # noqa: E731
                                  bool(include_products))
-    return cached_json(key, compute) if use_cache else compute()
+    if not use_cache:
+        return compute()
+    return cached_json(key, compute,
+                       check=lambda v: check_invariant_list(v, int(n_species), max(n_list), max(l_list)))
 
 
 def einsum_invariants(einsums: Sequence[str], channels: Sequence[tuple[int, int]], *, max_factors: int | None = None,

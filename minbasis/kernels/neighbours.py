@@ -13,6 +13,7 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import SpeciesError, StructureError
+from ..validate import check_numbers, check_structure_geometry
 
 __all__ = ["Batch", "build_batch", "as_atoms_list", "MIN_DISTANCE"]
 
@@ -77,13 +78,18 @@ def as_atoms_list(atoms_or_list: Atoms | Sequence[Atoms]) -> list[Atoms]:
 
 
 def _check_structure(k: int, atoms: Atoms, channel_of: dict[int, int], species: Sequence[str]) -> np.ndarray:
+    """Channel of every atom of structure ``k`` after checking its atoms (count, positions, atomic
+    numbers, species); the cell is checked by :func:`minbasis.validate.check_structure_geometry`."""
     if len(atoms) == 0:
         raise StructureError(f"structure {k} is empty (0 atoms)")
-    pos = atoms.positions
+    pos = np.asarray(atoms.positions)
+    if pos.dtype.kind not in "fiu" or pos.shape != (len(atoms), 3):
+        raise StructureError(f"structure {k}: positions must be real numbers of shape ({len(atoms)}, 3), got "
+                             f"{pos.dtype} {pos.shape}")
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
         raise StructureError(f"structure {k}: non-finite (NaN/inf) position for atom(s) {np.flatnonzero(bad)[:10].tolist()}")
-    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    numbers = check_numbers(k, atoms.numbers)
     table = np.full(max(int(numbers.max()), max(channel_of)) + 1, -1, dtype=np.int64)
     for z, c in channel_of.items():
         table[z] = c
@@ -91,33 +97,28 @@ def _check_structure(k: int, atoms: Atoms, channel_of: dict[int, int], species: 
     if (ch < 0).any():
         from ase.data import chemical_symbols
 
-        unknown = sorted({chemical_symbols[int(z)] if 0 <= z < len(chemical_symbols) else str(int(z))
-                          for z in numbers[ch < 0]})
+        unknown = sorted({chemical_symbols[int(z)] for z in numbers[ch < 0]})
         raise SpeciesError(f"structure {k} contains species {unknown} not in the basis species {list(species)}")
-    pbc = atoms.pbc
-    if pbc.any():
-        cell = np.asarray(atoms.cell)
-        if not np.isfinite(cell).all():
-            raise StructureError(f"structure {k}: cell has non-finite entries")
-        lengths = np.linalg.norm(cell, axis=1)
-        if (lengths[pbc] < 1e-6).any():
-            raise StructureError(f"structure {k}: periodic along {np.flatnonzero(pbc).tolist()} but a cell vector there has zero length")
-        if pbc.all() and abs(np.linalg.det(cell)) < 1e-6 * max(lengths.prod(), 1e-300):
-            raise StructureError(f"structure {k}: degenerate cell (volume {abs(np.linalg.det(cell)):.3g} Å³)")
     return ch
 
 
 def build_batch(atoms_list: Sequence[Atoms], species: Sequence[str], numbers: Sequence[int], r_cut: float,
-                min_distance: float = MIN_DISTANCE) -> Batch:
+                min_distance: float = MIN_DISTANCE, max_pairs: float | None = None) -> Batch:
     """Validate structures and compute their neighbour lists within ``r_cut`` (Å) with vesin.
+
+    Every structure is checked before vesin sees it (:mod:`minbasis.validate`): atoms, atomic
+    numbers, species, periodic cell vectors (for any periodicity), overlap with its own periodic
+    image, the extent of non-periodic structures and the estimated pair count against the pair
+    budget ``max_pairs`` (default :data:`minbasis.validate.MAX_PAIRS` or ``$MINBASIS_MAX_PAIRS``).
 
     Raises
     ------
     StructureError
-        Empty structure, NaN/inf positions, degenerate cell, or two atoms closer than
+        Empty structure, NaN/inf positions, degenerate or nearly singular cell, atoms spread too
+        far for the neighbour search, too many estimated pairs, or two atoms closer than
         ``min_distance`` Å (overlapping atoms).
     SpeciesError
-        An atom's species is not among ``species``.
+        An atom's atomic number is invalid or its species is not among ``species``.
     """
     from vesin import NeighborList
 
@@ -130,13 +131,10 @@ def build_batch(atoms_list: Sequence[Atoms], species: Sequence[str], numbers: Se
         ch = _check_structure(k, atoms, channel_of, species)
         pos = np.ascontiguousarray(atoms.positions, dtype=np.float64)
         pbc = np.asarray(atoms.pbc, dtype=bool)
-        if pbc.any():
-            box = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
-            periodic = pbc.tolist() if not pbc.all() else True
-        else:
-            box = np.zeros((3, 3))
-            periodic = False
-        i, j, D = nl.compute(points=pos, box=box, periodic=periodic, quantities="ijD")
+        geo = check_structure_geometry(k, pos, np.asarray(atoms.cell.array, dtype=np.float64), pbc, float(r_cut),
+                                       min_distance, max_pairs)
+        # geo.points/geo.box: the same pairs (i, j, r_ij) as the structure, in a fully periodic box
+        i, j, D = nl.compute(points=geo.points, box=geo.box, periodic=True, quantities="ijD")
         d = np.linalg.norm(D, axis=1) if len(D) else np.zeros(0)
         if len(d) and d.min() < min_distance:
             q = int(np.argmin(d))

@@ -382,12 +382,6 @@ def write_report(report: dict, path: str | os.PathLike) -> tuple[Path, Path]:
     jpath = json_path_for(html_path)
     text = json.dumps(_clean(report), indent=1, allow_nan=False, ensure_ascii=False)
     page = render_html(report)
-    umask = os.umask(0)
-    os.umask(umask)
     for target, content in ((jpath, text), (html_path, page)):
-        atomic_write_text(target, content)
-        try:  # temporary files are created private; a report is meant to be shared
-            os.chmod(target, 0o666 & ~umask)
-        except OSError:  # pragma: no cover
-            pass
+        atomic_write_text(target, content)  # mode: the replaced file's, or 0666 & ~umask
     return html_path, jpath
