@@ -144,9 +144,11 @@ def check_r_cut(r_cut) -> float:
 
 
 def check_radial_scale(scale) -> float:
-    """Exponent s of the radial distance transform, 0 ≤ s ≤ :data:`MAX_RADIAL_SCALE`.
+    """Exponent s of the radial distance transform, |s| ≤ :data:`MAX_RADIAL_SCALE`.
 
     exp(s) enters the transform; above ≈ 709 it overflows and every feature would be NaN.
+    s < 0 (resolution towards r_cut, chosen from the data by ``minbasis fit`` without a basis)
+    is valid.
 
     Raises
     ------
@@ -154,9 +156,9 @@ def check_radial_scale(scale) -> float:
         Not a finite number in range.
     """
     v = as_float("radial_scale", scale)
-    if not 0.0 <= v <= MAX_RADIAL_SCALE:
-        raise MinbasisError(f"radial_scale must be between 0 (plain Chebyshev in r) and {MAX_RADIAL_SCALE:g} "
-                            f"(exp(s) overflows beyond ≈ 709), got {v:g}; the default is 5")
+    if not -MAX_RADIAL_SCALE <= v <= MAX_RADIAL_SCALE:
+        raise MinbasisError(f"radial_scale must be between -{MAX_RADIAL_SCALE:g} and {MAX_RADIAL_SCALE:g} "
+                            f"(exp(s) overflows beyond ≈ 709; 0 is plain Chebyshev in r), got {v:g}; the default is 5")
     return v
 
 

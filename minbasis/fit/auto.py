@@ -26,7 +26,9 @@
    time × (P_next / P_last)², its solve time × (P_next / P_last)³ and its validation-prediction
    time × P_next / P_last, times 1.25) fits in ``budget_minutes``.
 5. **Final fit** on all training frames (train + validation pieces merged, no new pass) with
-   the chosen basis, weights and prior. The validation table is kept in ``model.info["auto"]``.
+   the chosen basis, weights and prior, with the posterior committee of
+   :func:`~minbasis.fit.linear.committee_from_posterior` (32 members, predictive noise from the
+   training residuals). The validation table is kept in ``model.info["auto"]``.
 """
 
 from __future__ import annotations
@@ -175,22 +177,12 @@ def candidate_bases(n_species: int) -> list[dict]:
 
 
 def stratified_split(config_types: Sequence[str], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices), sorted: ``round(fraction·n)`` of each config_type
-    (at least 1 where the type has ≥ 2 structures) drawn with ``default_rng(seed)``."""
-    rng = np.random.default_rng(seed)
-    ct = np.asarray([str(c) for c in config_types])
-    val = []
-    for name in sorted(set(ct.tolist())):
-        idx = np.flatnonzero(ct == name)
-        k = int(round(fraction * len(idx)))
-        if len(idx) >= 2:
-            k = min(max(k, 1), len(idx) - 1)
-        else:
-            k = 0
-        val.extend(rng.permutation(idx)[:k].tolist())
-    val = np.sort(np.asarray(val, dtype=int))
-    train = np.setdiff1d(np.arange(len(ct)), val)
-    return train, val
+    """(train indices, validation indices), sorted: :func:`minbasis.fit.metrics.stratified_holdout`
+    (``round(fraction·n)`` of each config_type, never all of one, drawn with ``default_rng(seed)``)."""
+    from .metrics import stratified_holdout
+
+    held, rest = stratified_holdout(config_types, fraction, seed)
+    return rest, held
 
 
 def basis_degrees(basis: Basis) -> np.ndarray:
@@ -342,7 +334,17 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
                 auto={"radial_scale": scale, "shortest_distance": r_min, "validation_fraction": cfg.validation_fraction,
                       "seed": cfg.seed, "table": rows, "choice": choice,
                       "seconds": time.perf_counter() - t_start, "budget_seconds": budget})
+    from .linear import LinearFitConfig, committee_from_posterior, residual_noise
+
+    lcfg = LinearFitConfig(energy_weight=wd["energy"], forces_weight=wd["forces"], stress_weight=wd["stress"])
+    e0v = e0 if len(e0) else np.zeros(C)
+    committee = committee_from_posterior(full, lcfg, res.coef, e0v, res.posterior, info, C, basis.n_features)
+    if committee and lcfg.uncertainty_noise == "residuals":
+        mean_model = LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0v)
+        noise = residual_noise(frames, labels, mean_model.predict(frames))
+        committee["uncertainty"].update(noise)
+        info["committee"].update(noise)
     say(f"chosen: {choice['columns']} columns (ν {choice['order']}, n_max {choice['n_max']}, l_max {choice['l_max']}), "
         f"weights E {wd['energy']:g} F {wd['forces']:g} V {wd['stress']:g}, prior p={choice['prior_power']:g}; "
         f"refitted on all {len(frames)} structures in {time.perf_counter() - t_start:.0f} s")
-    return LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0 if len(e0) else np.zeros(C), info=info)
+    return LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0v, info=info, **committee)
