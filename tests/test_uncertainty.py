@@ -194,7 +194,7 @@ def test_committee_options(cu_small, synthetic):
 def test_calculator_results_have_std(synthetic):
     _, model, _, test, _ = synthetic
     atoms = test[0].copy()
-    atoms.calc = model.calculator()
+    atoms.calc = model.calculator(committee=True)  # the default MD calculator leaves the committee out
     f = atoms.get_forces()
     r = atoms.calc.results
     assert r["forces_std"].shape == f.shape and (r["forces_std"] > 0).all()
