@@ -164,13 +164,14 @@ def radial_scale_for(r_min: float, r_cut: float, x_min: float = -0.9, shrink: fl
 def candidate_bases(n_species: int) -> list[dict]:
     """Ladder of ACE hyper-parameters of increasing size (``order``, ``n_max``, ``l_max`` per order).
 
-    One or two species: ν = 4 (437 → 1168 → 2972 functions for one species); more species:
+    One or two species: ν = 4 (437 → 1168 → 2972 → 5379 functions for one species); more species:
     ν = 3 ladders (the number of products grows with the species count).
     """
     if n_species <= 2:
         return [dict(order=4, n_max=[8, 6, 4, 2], l_max=[0, 4, 3, 1]),
                 dict(order=4, n_max=[10, 8, 6, 2], l_max=[0, 4, 3, 1]),
-                dict(order=4, n_max=[12, 10, 6, 4], l_max=[0, 6, 4, 2])]
+                dict(order=4, n_max=[12, 10, 6, 4], l_max=[0, 6, 4, 2]),
+                dict(order=4, n_max=[16, 12, 8, 4], l_max=[0, 6, 4, 2])]
     return [dict(order=3, n_max=[6, 4, 2], l_max=[0, 3, 2]),
             dict(order=3, n_max=[8, 6, 3], l_max=[0, 4, 2]),
             dict(order=4, n_max=[6, 4, 3, 2], l_max=[0, 3, 2, 1])]
