@@ -305,21 +305,17 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             rows.append(row)
             say(f"  {P:5d} columns  weights E {w[0]:g} F {w[1]:g} V {w[2]:g}  prior p={pw:g}: "
                 + "  ".join(f"{key} {v:.4g}" for key, v in row["val"].items() if v is not None))
-        kept = {"basis": basis, "acc": acc} if k == 0 or kept.get("columns", 0) < P else kept
-        kept.setdefault("by_candidate", {})[k] = (basis, acc)
-        kept["columns"] = P
+        # every candidate's pieces are kept (6 P² arrays each): the score is relative to the best
+        # of all rows, so an earlier candidate can still win after later rows are added
+        kept[k] = (basis, acc)
         last_t, last_P = (t_asm, time.perf_counter() - t0 - t_asm - t_pred, t_pred), P
-        # keep only the accumulators of candidates that may still win (memory)
-        scores = _val_score(rows)
-        best_k = rows[int(np.argmin(scores))]["candidate"]
-        kept["by_candidate"] = {c: v for c, v in kept["by_candidate"].items() if c in (best_k, k)}
     if not rows:
         raise MinbasisError("no candidate basis could be fitted within the budget; raise --budget-minutes")
     scores = _val_score(rows)
     for r, s in zip(rows, scores):
         r["score"] = s
     choice = rows[int(np.argmin(scores))]
-    basis, acc = kept["by_candidate"][choice["candidate"]]
+    basis, acc = kept[choice["candidate"]]
     basis = _with_radial_note(basis, r_min, cfg.x_min)
     wd = dict(zip(("energy", "forces", "stress"), choice["weights"]))
     full = NormalEquations.combine([(wd[o], acc[("train", o)].copy().merge(acc[("val", o)]))
