@@ -260,28 +260,33 @@ def section_zuo(args) -> dict:
 
 
 def plot(results: dict) -> None:
+    """fit_scaling.png: time and peak RSS against structures and against columns (sections run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    rows = results.get("structures", {}).get("rows", [])
+    panels = []
+    rows = [r for r in results.get("structures", {}).get("rows", []) if "fit_seconds" in r]
     if rows:
-        n = [r["n_structures"] for r in rows if "fit_seconds" in r]
-        axes[0].loglog(n, [r["fit_seconds"] for r in rows if "fit_seconds" in r], "o-", label="fit time (s)")
-        axes[0].loglog(n, [r["peak_rss_gb"] for r in rows if "fit_seconds" in r], "s-", label="peak RSS (GB)")
-        axes[0].set_xlabel("structures (Cu–Ni–Al, 2460 columns)")
-        axes[0].legend()
-        axes[0].set_title("streaming assembly: memory flat in structures")
-    rows = results.get("basis", {}).get("rows", [])
+        panels.append(("n_structures", rows, "structures (Cu–Ni–Al cells, 2460 columns)",
+                       "fit time and peak memory against the number of structures"))
+    rows = [r for r in results.get("basis", {}).get("rows", []) if "fit_seconds" in r]
     if rows:
-        P = [r["columns"] for r in rows if "fit_seconds" in r]
-        axes[1].loglog(P, [r["fit_seconds"] for r in rows if "fit_seconds" in r], "o-", label="fit time (s)")
-        axes[1].loglog(P, [r["peak_rss_gb"] for r in rows if "fit_seconds" in r], "s-", label="peak RSS (GB)")
-        axes[1].set_xlabel("columns P (300 alloy cells)")
-        axes[1].legend()
-        axes[1].set_title("cost against basis size")
+        panels.append(("columns", rows, "columns P (300 alloy cells)", "cost against basis size"))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (key, rows, xlabel, title) in zip(axes[0], panels):
+        x = [r[key] for r in rows]
+        ax.loglog(x, [r["fit_seconds"] for r in rows], "o-", label="fit time (s)")
+        ax.loglog(x, [r["peak_rss_gb"] for r in rows], "s-", label="peak RSS (GB)")
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(v) for v in x])
+        ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(RESULTS / "fit_scaling.png", dpi=120)
 
