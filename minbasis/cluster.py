@@ -38,32 +38,13 @@ from typing import Iterator
 import numpy as np
 
 from .errors import FileFormatError, MinbasisError
+from .io import atomic_save_npz, atomic_write_text
 # the Dask connection helpers live in .parallel (fit.distributed needs them, and this module needs fit)
 from .parallel import _require_distributed, dask_client  # noqa: F401 (re-exported)
 
 __all__ = ["dask_client", "describe_shards", "iter_shards", "load_shards", "SHARD_FORMAT"]
 
 SHARD_FORMAT = "minbasis-descriptor-shards"
-
-
-def _write_npz_atomic(path: Path, arrays: dict) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _describe_shard(spec_dict: dict, data: str, a: int, b: int, gradients: bool, path: str) -> dict:
@@ -83,7 +64,7 @@ def _describe_shard(spec_dict: dict, data: str, a: int, b: int, gradients: bool,
                    position_gradients=res.position_gradients, strain_gradients=res.strain_gradients)
     else:
         out.update(features=describe(frames, basis), atom_ptr=np.cumsum([0] + [len(f) for f in frames]))
-    _write_npz_atomic(Path(path), out)
+    atomic_save_npz(path, out)
     return {"file": Path(path).name, "start": a, "stop": b, "n_atoms": int(out["numbers"].size)}
 
 
@@ -170,8 +151,6 @@ def describe_shards(data: str | os.PathLike, basis, out_dir: str | os.PathLike, 
              "n_structures": len(frames), "n_atoms": int(sum(len(f) for f in frames)),
              "n_features": int(basis.n_features), "gradients": bool(gradients),
              "shards": [done[k] for k in range(len(bounds))]}
-    from .spec import atomic_write_text
-
     atomic_write_text(out / "index.json", json.dumps(index, indent=1))
     return index
 

@@ -10,9 +10,7 @@ The versioned, content-hashed model files built on this are in :mod:`minbasis.fi
 
 from __future__ import annotations
 
-import io
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -60,6 +58,7 @@ def atomic_save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], comp
     OSError
         As :func:`atomic_write_bytes`.
     """
-    buf = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    from .files import atomic_write
+
+    save = np.savez_compressed if compressed else np.savez
+    atomic_write(path, lambda fh: save(fh, **arrays))  # streamed: no in-memory copy of the archive
