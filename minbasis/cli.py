@@ -585,12 +585,10 @@ def _fit_auto(args) -> int:
 
     use_core = args.repulsion == "zbl" or (args.repulsion == "auto" and all(a.pbc.all() for a in frames))
     if use_core:
-        from ase.data import atomic_numbers
-
+        from .fit.auto import data_species
         from .fit.core import fit_with_core
 
-        species = sorted({s for a in frames for s in a.get_chemical_symbols()}, key=lambda s: atomic_numbers[s])
-        model = fit_with_core(fit, species, frames, energy_key=e_key, forces_key=f_key, stress_key=s_key)
+        model = fit_with_core(fit, data_species(frames), frames, energy_key=e_key, forces_key=f_key, stress_key=s_key)
         r_in = model.repulsion.r_in
         _info(f"repulsive ZBL core: r_in {r_in.min():.2f}–{r_in.max():.2f} Å (--repulsion none to leave it out)")
     else:

@@ -261,31 +261,35 @@ def zbl_pair(r: np.ndarray, z1: int, z2: int, r_in: float, width: float) -> tupl
     return out[0], out[1]
 
 
-def pair_min_distances(atoms_list, species: Sequence[str], r_max: float = 6.0) -> np.ndarray:
+def pair_min_distances(atoms_list, species: Sequence[str], r_max: float = 6.0,
+                       min_distance: float = 0.0) -> np.ndarray:
     """Shortest distance of each species pair over a list of structures (Å; inf where absent).
+
+    Pairs come from the kernels' validated neighbour lists
+    (:func:`minbasis.kernels.build_batch`, periodic images included), in chunks of 256 structures.
 
     Returns
     -------
     float64 array (C, C), symmetric, C = len(species).
-    """
-    from vesin import NeighborList
 
-    idx = {atomic_numbers[s]: c for c, s in enumerate(species)}
+    Raises
+    ------
+    StructureError / SpeciesError
+        Invalid structures, species outside ``species``, or (with ``min_distance`` > 0) atoms
+        closer than ``min_distance`` Å.
+    """
+    from .kernels import build_batch
+
+    numbers = [atomic_numbers[s] for s in species]
     C = len(species)
     out = np.full((C, C), np.inf)
-    nl = NeighborList(cutoff=float(r_max), full_list=False)
-    for atoms in atoms_list:
-        ch = np.array([idx.get(int(z), -1) for z in atoms.numbers])
-        pbc = np.asarray(atoms.pbc, dtype=bool)
-        box = atoms.cell.array if pbc.any() else np.zeros((3, 3))
-        periodic = (pbc.tolist() if not pbc.all() else True) if pbc.any() else False
-        i, j, d = nl.compute(points=atoms.positions, box=box, periodic=periodic, quantities="ijd")
-        if len(d) == 0:
-            continue
-        ci, cj = ch[i], ch[j]
-        ok = (ci >= 0) & (cj >= 0)
-        np.minimum.at(out, (ci[ok], cj[ok]), d[ok])
-        np.minimum.at(out, (cj[ok], ci[ok]), d[ok])
+    for k in range(0, len(atoms_list), 256):
+        b = build_batch(list(atoms_list[k:k + 256]), species, numbers, float(r_max), min_distance=min_distance)
+        if len(b.pair_vec):
+            d = np.sqrt(np.einsum("pa,pa->p", b.pair_vec, b.pair_vec))
+            ci, cj = b.centre_ch[b.pair_i], b.pair_ch
+            np.minimum.at(out, (ci, cj), d)
+            np.minimum.at(out, (cj, ci), d)
     return out
 
 

@@ -40,6 +40,7 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 
 from ..basis import Basis
 from ..errors import LabelError, MinbasisError
@@ -48,7 +49,7 @@ from .assembly import Entry, NormalEquations, RowWeights, accumulate_entries
 from .data import get_labels
 from .solvers import BayesianRidge, smoothness_weights, solve_system
 
-__all__ = ["AutoFitConfig", "shortest_distance", "radial_scale_for", "candidate_bases", "stratified_split",
+__all__ = ["AutoFitConfig", "data_species", "shortest_distance", "radial_scale_for", "candidate_bases", "stratified_split",
            "basis_degrees", "fit_auto"]
 
 
@@ -101,27 +102,26 @@ class AutoFitConfig:
             raise MinbasisError(f"weights must be (energy, forces, stress) triples of numbers >= 0, got {self.weights}")
 
 
+def data_species(atoms_list: Sequence[Atoms]) -> list[str]:
+    """Chemical symbols present in the structures, ordered by atomic number."""
+    return sorted({s for a in atoms_list for s in a.get_chemical_symbols()}, key=lambda s: atomic_numbers[s])
+
+
 def shortest_distance(atoms_list: Sequence[Atoms], r_cut: float) -> float:
-    """Shortest interatomic distance (Å, periodic images included) over all structures.
+    """Shortest interatomic distance (Å, periodic images included) over all structures
+    (:func:`minbasis.repulsion.pair_min_distances`).
 
     Raises
     ------
     StructureError
-        Invalid structures (as the kernels' neighbour lists).
+        Invalid structures (as the kernels' neighbour lists), overlapping atoms included.
     MinbasisError
         No pair of atoms within ``r_cut`` in any structure.
     """
-    from ..kernels.neighbours import build_batch
+    from ..kernels.neighbours import MIN_DISTANCE
+    from ..repulsion import pair_min_distances
 
-    best = np.inf
-    species = sorted({s for a in atoms_list for s in a.get_chemical_symbols()})
-    from ase.data import atomic_numbers
-
-    numbers = [atomic_numbers[s] for s in species]
-    for k in range(0, len(atoms_list), 256):
-        batch = build_batch(list(atoms_list[k:k + 256]), species, numbers, r_cut)
-        if len(batch.pair_vec):
-            best = min(best, float(np.sqrt((batch.pair_vec**2).sum(axis=1)).min()))
+    best = float(pair_min_distances(atoms_list, data_species(atoms_list), r_cut, MIN_DISTANCE).min())
     if not np.isfinite(best):
         raise MinbasisError(f"no two atoms are closer than r_cut = {r_cut} Å in any structure: nothing to describe")
     return best
@@ -240,8 +240,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
     if len(frames) < 5:
         raise LabelError(f"automatic fitting needs at least 5 structures for a validation split, got {len(frames)}")
     labels = get_labels(frames, energy_key, forces_key, stress_key)
-    species = sorted({s for a in frames for s in a.get_chemical_symbols()},
-                     key=lambda s: __import__("ase.data", fromlist=["atomic_numbers"]).atomic_numbers[s])
+    species = data_species(frames)
     r_min = shortest_distance(frames, cfg.r_cut)
     scale = radial_scale_for(r_min, cfg.r_cut, cfg.x_min)
     say(f"species {','.join(species)}; shortest distance {r_min:.3f} Å → radial scale {scale:g} "
