@@ -560,13 +560,6 @@ class NormalEquations:
             return int(sum(r.AE.nbytes + r.AO.nbytes + r.CE.nbytes for r in self._rows))
         return int(self.G.nbytes + self.CtA.nbytes + self.K0.nbytes)
 
-    # -- serialisation (Dask transfers pickle this object; the state is plain arrays) ---------------
-    def __getstate__(self) -> dict:
-        return dict(self.__dict__)
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
 
 @dataclass
 class Entry:
