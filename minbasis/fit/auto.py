@@ -7,9 +7,10 @@
    x(r) ∈ [−1, 1] (:mod:`minbasis.kernels.primitives`). With the exponential transform of scale
    s = 5 the neighbour distances of a solid (2–5 Å) all land in x ∈ [0.74, 1], where the
    functions are nearly collinear. :func:`radial_scale_for` picks s so that 90 % of the shortest
-   interatomic distance in the training data maps to x = −0.9: the distances that occur span
-   almost the whole interval (s ≈ −4 for Si, s ≈ −2.4 for molecules with X–H bonds; s > 0 only
-   when the shortest distance is below about 6 % of r_cut). The
+   interatomic distance in the training data maps to x = −0.9, clipped at s ≥ 0: for solids and
+   molecules at r_cut 5 Å this gives the linear map (s = 0), which spans the distances that
+   occur instead of squeezing them into [0.74, 1]; negative s, which the rule would give, lost
+   accuracy on the alloy data (held-out force MAE 0.070 against 0.013 eV/Å). The
    choice and the distance it came from are written into the basis (``radial["data"]``).
 2. **Candidates.** A ladder of ACE bases of increasing size (ν = 4 for one or two species,
    ν = 3 for more; :func:`candidate_bases`), observable weights (energy, forces, virial), and a
@@ -242,7 +243,10 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
     labels = get_labels(frames, energy_key, forces_key, stress_key)
     species = data_species(frames)
     r_min = shortest_distance(frames, cfg.r_cut)
-    scale = radial_scale_for(r_min, cfg.r_cut, cfg.x_min)
+    # s < 0 (resolution towards r_cut) starves the short distances that carry the large forces:
+    # on the Cu–Ni–Al cells a held-out force MAE of 0.070 eV/Å against 0.013 at s = 0, while on
+    # Si it changed nothing; so the data only ever lower s from a short-distance emphasis to 0
+    scale = max(0.0, radial_scale_for(r_min, cfg.r_cut, cfg.x_min))
     say(f"species {','.join(species)}; shortest distance {r_min:.3f} Å → radial scale {scale:g} "
         f"(r_cut {cfg.r_cut:g} Å)")
     tr, va = stratified_split(labels.config_type, cfg.validation_fraction, cfg.seed)
