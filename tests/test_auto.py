@@ -85,11 +85,19 @@ def test_fit_auto_selects_on_validation_and_records_its_choice(cells):
     lines = []
     m = fit_auto(cells, stress_key="stress", config=cfg, log=lines.append)
     auto = m.info["auto"]
-    assert len(auto["table"]) == 4 and auto["choice"] in auto["table"]
-    assert auto["choice"]["score"] == min(r["score"] for r in auto["table"])
-    # the rule's scale, clipped at 0 (negative scales lost accuracy on alloy data)
-    assert m.basis.spec.radial["scale"] == auto["radial_scale"] == max(0.0, radial_scale_for(auto["shortest_distance"], 5.0))
-    assert radial_scale_for(auto["shortest_distance"], 5.0) < 0
+    rule = radial_scale_for(auto["shortest_distance"], 5.0)
+    assert rule < 0 and auto["radial_scale_rule"] == rule
+    # the rule's s < 0 is tried against s = 0 on the smallest basis (2 weight rows each), then
+    # the larger basis only with the scale that validated better
+    table = auto["table"]
+    assert len(table) == 6 and auto["choice"] in table
+    assert {r["radial_scale"] for r in table if r["candidate"] == 0} == {0.0, rule}
+    first = [r for r in table if r["candidate"] == 0]
+    best_first = min(first, key=lambda r: r["score"])
+    assert {r["radial_scale"] for r in table if r["candidate"] == 1} == {best_first["radial_scale"]}
+    assert auto["choice"]["score"] == min(r["score"] for r in table)
+    assert m.basis.spec.radial["scale"] == auto["radial_scale"] == auto["choice"]["radial_scale"]
+    assert m.basis.spec.radial["data"]["rule_scale"] == pytest.approx(rule, abs=1e-4)
     assert m.basis.spec.radial["data"]["shortest_distance"] == pytest.approx(auto["shortest_distance"])
     assert any("chosen" in line for line in lines)
     p = m.predict(cells)

@@ -7,11 +7,12 @@
    x(r) ∈ [−1, 1] (:mod:`minbasis.kernels.primitives`). With the exponential transform of scale
    s = 5 the neighbour distances of a solid (2–5 Å) all land in x ∈ [0.74, 1], where the
    functions are nearly collinear. :func:`radial_scale_for` picks s so that 90 % of the shortest
-   interatomic distance in the training data maps to x = −0.9, clipped at s ≥ 0: for solids and
-   molecules at r_cut 5 Å this gives the linear map (s = 0), which spans the distances that
-   occur instead of squeezing them into [0.74, 1]; negative s, which the rule would give, lost
-   accuracy on the alloy data (held-out force MAE 0.070 against 0.013 eV/Å). The
-   choice and the distance it came from are written into the basis (``radial["data"]``).
+   interatomic distance in the training data maps to x = −0.9. For solids and molecules at
+   r_cut 5 Å the rule gives s < 0 (resolution shifted towards r_cut), which can help (Ge) or
+   hurt (Cu–Ni–Al: held-out force MAE 0.070 against 0.013 eV/Å at s = 0): it is tried against
+   the linear map s = 0 on the smallest candidate basis and kept only where it validates
+   better; a rule value s ≥ 0 is used as it is. The rule, the distance it came from and the
+   choice are written into the basis (``radial["data"]``).
 2. **Candidates.** A ladder of ACE bases of increasing size (ν = 4 for one or two species,
    ν = 3 for more; :func:`candidate_bases`), observable weights (energy, forces, virial), and a
    smoothness prior (relative prior precision (1 + degree)^p, p ∈ {0, 2}; degree = Σ (n + 1 + l)
@@ -193,9 +194,12 @@ def basis_degrees(basis: Basis) -> np.ndarray:
     return np.tile(deg, len(basis.species))
 
 
-def _with_radial_note(basis: Basis, r_min: float, x_min: float) -> Basis:
+def _with_radial_note(basis: Basis, r_min: float, x_min: float, rule: float, chosen: float) -> Basis:
     radial = dict(basis.spec.radial)
-    radial["data"] = {"rule": f"0.9 × shortest distance → x = {x_min}", "shortest_distance": round(float(r_min), 6)}
+    radial["data"] = {"rule": f"0.9 × shortest distance → x = {x_min}", "shortest_distance": round(float(r_min), 6),
+                      "rule_scale": round(float(rule), 4),
+                      "choice": "the rule's scale" if chosen == rule else
+                      ("s = 0 (rule gave s < 0; s = 0 validated better)" if rule < 0 else "the rule's scale")}
     return Basis(replace(basis.spec, radial=radial, hash=""))
 
 
@@ -246,9 +250,16 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
     # s < 0 (resolution towards r_cut) starves the short distances that carry the large forces:
     # on the Cu–Ni–Al cells a held-out force MAE of 0.070 eV/Å against 0.013 at s = 0, while on
     # Si it changed nothing; so the data only ever lower s from a short-distance emphasis to 0
-    scale = max(0.0, radial_scale_for(r_min, cfg.r_cut, cfg.x_min))
-    say(f"species {','.join(species)}; shortest distance {r_min:.3f} Å → radial scale {scale:g} "
-        f"(r_cut {cfg.r_cut:g} Å)")
+    rule = radial_scale_for(r_min, cfg.r_cut, cfg.x_min)
+    # s < 0 (resolution towards r_cut) can starve the short distances that carry the large
+    # forces (Cu–Ni–Al cells: held-out force MAE 0.070 against 0.013 eV/Å at s = 0) or help
+    # (Ge: validation force MAE 0.048 against 0.050 eV/Å): the rule's s < 0 is tried against
+    # s = 0 on the smallest basis and kept only if it validates better
+    scale = max(0.0, rule)
+    scales = [scale] + ([rule] if rule < 0 else [])
+    say(f"species {','.join(species)}; shortest distance {r_min:.3f} Å → radial scale "
+        + (f"{scale:g}" if len(scales) == 1 else f"{rule:g} by the rule, tried against 0")
+        + f" (r_cut {cfg.r_cut:g} Å)")
     tr, va = stratified_split(labels.config_type, cfg.validation_fraction, cfg.seed)
     parts = {"train": tr, "val": va}
     val_frames = [frames[i] for i in va]
@@ -257,27 +268,18 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
            "stress": labels.stress is not None}
     rows: list[dict] = []
     kept: dict = {}
-    last_t, last_P = None, None
-    for k, hp in enumerate(cfg.candidates or candidate_bases(len(species))):
-        basis = Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=scale)
-        P = len(species) * basis.n_features
-        if P > cfg.max_columns:
-            say(f"  skip {P} columns (> max_columns {cfg.max_columns})")
-            break
-        if last_t is not None:
-            r = P / last_P
-            # assembly ~P² (Gram), solves ~P³, validation predictions ~P
-            projected = last_t[0] * r**2 + last_t[1] * r**3 + last_t[2] * r
-            elapsed = time.perf_counter() - t_start
-            if elapsed + 1.25 * projected > budget:
-                say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
-                    f"({elapsed:.0f} s of {budget:.0f} s used)")
-                break
+    C = len(species)
+    one = {"energy": RowWeights(1.0, 0.0, 0.0), "forces": RowWeights(0.0, 1.0, 0.0),
+           "stress": RowWeights(0.0, 0.0, 1.0)}
+
+    def try_basis(k: int, hp: dict, s: float) -> tuple[float, float, float]:
+        """Stream the data once into per-part, per-observable normal equations of this basis and
+        score every weight triple (prior power by evidence); rows appended; (assembly, solve,
+        prediction) seconds."""
         t0 = time.perf_counter()
-        C = len(species)
+        basis = Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=s)
+        P = C * basis.n_features
         acc = {(p, o): NormalEquations(P, C) for p in parts for o in ("energy", "forces", "stress")}
-        one = {"energy": RowWeights(1.0, 0.0, 0.0), "forces": RowWeights(0.0, 1.0, 0.0),
-               "stress": RowWeights(0.0, 0.0, 1.0)}
         for p, idx in parts.items():
             sub = [frames[i] for i in idx]
             lb = labels.take(idx)
@@ -302,37 +304,62 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
             m = error_metrics(val_frames, val_labels, model.predict(val_frames))
             t_pred += time.perf_counter() - tp
             row = {"candidate": k, "columns": P, "n_features": basis.n_features, "order": hp["order"],
-                   "n_max": hp["n_max"], "l_max": hp["l_max"], "weights": list(w), "prior_power": pw,
-                   "log_evidence": lev, "val": {key: m.get(key) for key in ("energy_mae_per_atom", "forces_mae",
-                                                                          "stress_mae")}}
+                   "n_max": hp["n_max"], "l_max": hp["l_max"], "radial_scale": s, "weights": list(w),
+                   "prior_power": pw, "log_evidence": lev,
+                   "val": {key: m.get(key) for key in ("energy_mae_per_atom", "forces_mae", "stress_mae")}}
             rows.append(row)
-            say(f"  {P:5d} columns  weights E {w[0]:g} F {w[1]:g} V {w[2]:g}  prior p={pw:g}: "
+            say(f"  {P:5d} columns  s {s:g}  weights E {w[0]:g} F {w[1]:g} V {w[2]:g}  prior p={pw:g}: "
                 + "  ".join(f"{key} {v:.4g}" for key, v in row["val"].items() if v is not None))
         # every candidate's pieces are kept (6 P² arrays each): the score is relative to the best
         # of all rows, so an earlier candidate can still win after later rows are added
-        kept[k] = (basis, acc)
-        last_t, last_P = (t_asm, time.perf_counter() - t0 - t_asm - t_pred, t_pred), P
+        kept[(k, s)] = (basis, acc)
+        return t_asm, time.perf_counter() - t0 - t_asm - t_pred, t_pred
+
+    last_t, last_P = None, None
+    for k, hp in enumerate(cfg.candidates or candidate_bases(len(species))):
+        P = C * Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=scale).n_features
+        if P > cfg.max_columns:
+            say(f"  skip {P} columns (> max_columns {cfg.max_columns})")
+            break
+        if last_t is not None:
+            r = P / last_P
+            # assembly ~P² (Gram), solves ~P³, validation predictions ~P
+            projected = last_t[0] * r**2 + last_t[1] * r**3 + last_t[2] * r
+            elapsed = time.perf_counter() - t_start
+            if elapsed + 1.25 * projected > budget:
+                say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
+                    f"({elapsed:.0f} s of {budget:.0f} s used)")
+                break
+        last_t, last_P = try_basis(k, hp, scale), P
+        if k == 0 and len(scales) > 1:
+            # the radial scale is chosen on the smallest basis: the rule's s < 0 against s = 0
+            for s_alt in scales[1:]:
+                try_basis(k, hp, s_alt)
+            sc = _val_score(rows)
+            best_s = {s_: min(v for r_, v in zip(rows, sc) if r_["radial_scale"] == s_) for s_ in scales}
+            scale = min(scales, key=lambda s_: best_s[s_])
+            say(f"  radial scale s = {scale:g} (validation score "
+                + ", ".join(f"s {s_:g}: {best_s[s_]:.3f}" for s_ in scales) + ")")
     if not rows:
         raise MinbasisError("no candidate basis could be fitted within the budget; raise --budget-minutes")
     scores = _val_score(rows)
     for r, s in zip(rows, scores):
         r["score"] = s
     choice = rows[int(np.argmin(scores))]
-    basis, acc = kept[choice["candidate"]]
-    basis = _with_radial_note(basis, r_min, cfg.x_min)
+    basis, acc = kept[(choice["candidate"], choice["radial_scale"])]
+    basis = _with_radial_note(basis, r_min, cfg.x_min, rule, choice["radial_scale"])
     wd = dict(zip(("energy", "forces", "stress"), choice["weights"]))
     full = NormalEquations.combine([(wd[o], acc[("train", o)].copy().merge(acc[("val", o)]))
                                     for o in ("energy", "forces", "stress") if has[o]])
     res = solve_system(full.system(), BayesianRidge(),
                        prior_weights=smoothness_weights(basis_degrees(basis), choice["prior_power"]))
     e0 = full.e0(res.coef)
-    C = len(species)
     info = dict(res.info)
     info.update(n_structures=len(frames), energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
                 weights={"energy": wd["energy"], "forces": wd["forces"], "stress": wd["stress"], "config_type": {}},
                 rows=dict(full.n_rows),
-                auto={"radial_scale": scale, "shortest_distance": r_min, "validation_fraction": cfg.validation_fraction,
-                      "seed": cfg.seed, "table": rows, "choice": choice,
+                auto={"radial_scale": choice["radial_scale"], "radial_scale_rule": rule, "shortest_distance": r_min,
+                      "validation_fraction": cfg.validation_fraction, "seed": cfg.seed, "table": rows, "choice": choice,
                       "seconds": time.perf_counter() - t_start, "budget_seconds": budget})
     from .linear import LinearFitConfig, committee_from_posterior, residual_noise
 
