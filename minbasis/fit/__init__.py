@@ -13,10 +13,12 @@ from .poly import PolynomialFeatures, PolynomialModel, fit_polynomial
 from .fidelity import FidelityData, resolve_fidelity
 from .multifidelity import MultiFidelityModel, PIWSLConfig, fit_linear_mf, fit_linear_prior
 from .mlp_mf import MLPMultiFidelityConfig, MLPMultiFidelityModel, fit_mlp_mf
+from .auto import AutoFitConfig, fit_auto
 
 __all__ = ["Labels", "get_labels", "read_structures", "LinearFitConfig", "fit_linear", "linear_equations", "solve_equations",
            "NormalEquations", "RowWeights", "Ridge", "BayesianRidge", "ARD", "solve_system",
            "error_metrics", "LinearModel", "MinbasisCalculator", "Prediction", "MLPFitConfig", "MLPModel", "fit_mlp",
            "PolynomialFeatures", "PolynomialModel", "fit_polynomial", "load_model", "Model", "register_model",
            "resolve_fidelity", "FidelityData", "MultiFidelityModel", "PIWSLConfig", "fit_linear_mf",
-           "fit_linear_prior", "MLPMultiFidelityConfig", "MLPMultiFidelityModel", "fit_mlp_mf"]
+           "fit_linear_prior", "MLPMultiFidelityConfig", "MLPMultiFidelityModel", "fit_mlp_mf",
+           "AutoFitConfig", "fit_auto"]
