@@ -11,7 +11,7 @@ import minbasis as mb
 from minbasis.errors import LabelError, MinbasisError
 from minbasis.fit import LinearFitConfig, get_labels
 from minbasis.fit.assembly import NormalEquations, RowWeights, accumulate
-from minbasis.fit.auto import (AutoFitConfig, _x, basis_degrees, fit_auto, radial_scale_for, shortest_distance,
+from minbasis.fit.auto import (AutoFitConfig, project_seconds, _x, basis_degrees, fit_auto, radial_scale_for, shortest_distance,
                                stratified_split)
 from minbasis.kernels.primitives import radial_values
 
@@ -157,3 +157,17 @@ def test_correlation_order_five_is_invariant_with_exact_gradients():
     G = np.zeros_like(X)
     G[s[sel, 0]] = d.position_gradients[sel][:, 1, :]
     np.testing.assert_allclose(G, fd, atol=1e-7 * np.abs(fd).max())
+
+
+def test_budget_projection_uses_the_measured_growth():
+    # one measurement: worst-case growth (assembly ∝ P², solve ∝ P³, prediction ∝ P)
+    assert project_seconds([(100, (10.0, 1.0, 2.0))], 200) == pytest.approx(40 + 8 + 4)
+    # two: the measured exponents, within (1, 2), (2.5, 3) and exactly 1
+    steps = [(100, (10.0, 1.0, 2.0)), (200, (20.0, 8.0, 4.0))]      # assembly grew ∝ P, solve ∝ P³
+    assert project_seconds(steps, 400) == pytest.approx(40 + 64 + 8)
+    steps = [(100, (10.0, 4.0, 2.0)), (200, (11.0, 5.0, 9.0))]      # below the floors: clipped up
+    assert project_seconds(steps, 400) == pytest.approx(22 + 5 * 2**2.5 + 18)
+    steps = [(100, (1.0, 1.0, 1.0)), (200, (100.0, 100.0, 1.0))]    # above the ceilings: clipped down
+    assert project_seconds(steps, 400) == pytest.approx(400 + 800 + 2)
+    with pytest.raises(MinbasisError):
+        project_seconds([], 10)

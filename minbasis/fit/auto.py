@@ -24,9 +24,10 @@
    one solve, not a new pass over the data. The prior power is chosen by Bayesian evidence,
    the basis and weights by the validation score Σ_obs MAE_obs / min over candidates
    (energy per atom, forces, and stress where present).
-4. **Budget.** Larger bases are tried while the projected time (the last candidate's assembly
-   time × (P_next / P_last)², its solve time × (P_next / P_last)³ and its validation-prediction
-   time × P_next / P_last, times 1.25) fits in ``budget_minutes``.
+4. **Budget.** Larger bases are tried while the projected time (:func:`project_seconds`: the
+   last candidate's assembly, solve and validation-prediction times, each grown with the
+   exponent measured between the last two candidates, at most 2, 3 and 1; times 1.25) fits in
+   ``budget_minutes``.
 5. **Final fit** on all training frames (train + validation pieces merged, no new pass) with
    the chosen basis, weights and prior, with the posterior committee of
    :func:`~minbasis.fit.linear.committee_from_posterior` (32 members, predictive noise from the
@@ -52,7 +53,7 @@ from .data import get_labels
 from .solvers import BayesianRidge, smoothness_weights, solve_system
 
 __all__ = ["AutoFitConfig", "data_species", "shortest_distance", "radial_scale_for", "candidate_bases", "stratified_split",
-           "basis_degrees", "fit_auto"]
+           "basis_degrees", "project_seconds", "fit_auto"]
 
 
 @dataclass
@@ -210,6 +211,41 @@ def _val_score(rows: list[dict]) -> list[float]:
     return [sum(r["val"][k] / best[k] for k in keys) for r in rows]
 
 
+#: (smallest, largest) growth exponent of the assembly, solve and prediction times with P.
+EXPONENTS = ((1.0, 2.0), (2.5, 3.0), (1.0, 1.0))
+
+
+def project_seconds(steps: Sequence[tuple[int, Sequence[float]]], P: int) -> float:
+    """Projected seconds of the next candidate basis with P columns, from the measured ones.
+
+    ``steps`` holds (P_k, (assembly, solve, prediction) seconds) of the candidates tried so far.
+    Each part grows as (P / P_last)^a: with one measurement the worst case of its kind (a = 2 for
+    the assembly, whose Gram update is O(P²) per row, 3 for the O(P³) solves, 1 for predictions);
+    with two or more the exponent measured between the last two candidates, kept within
+    :data:`EXPONENTS` (the feature gradients of the assembly grow only ∝ P at the sizes tried,
+    so the worst case overestimates a large basis several-fold; the eigendecompositions of the
+    solves stay close to ∝ P³).
+
+    Raises
+    ------
+    MinbasisError
+        No measured step.
+    """
+    if not steps:
+        raise MinbasisError("project_seconds needs at least one measured candidate")
+    P_last, t_last = steps[-1]
+    r = P / P_last
+    total = 0.0
+    for part, (a_min, a_max) in enumerate(EXPONENTS):
+        a = a_max
+        if len(steps) > 1:
+            P_prev, t_prev = steps[-2]
+            if P_prev < P_last and t_prev[part] > 0 and t_last[part] > 0:
+                a = min(a_max, max(a_min, math.log(t_last[part] / t_prev[part]) / math.log(P_last / P_prev)))
+        total += t_last[part] * r**a
+    return total
+
+
 def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: str | None = "forces",
              stress_key: str | None = None, config: AutoFitConfig | None = None, progress: bool = False,
              log=print):
@@ -315,22 +351,20 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
         kept[(k, s)] = (basis, acc)
         return t_asm, time.perf_counter() - t0 - t_asm - t_pred, t_pred
 
-    last_t, last_P = None, None
+    steps: list[tuple[int, tuple[float, float, float]]] = []  # (P, (assembly, solve, prediction) s) per basis
     for k, hp in enumerate(cfg.candidates or candidate_bases(len(species))):
         P = C * Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=scale).n_features
         if P > cfg.max_columns:
             say(f"  skip {P} columns (> max_columns {cfg.max_columns})")
             break
-        if last_t is not None:
-            r = P / last_P
-            # assembly ~P² (Gram), solves ~P³, validation predictions ~P
-            projected = last_t[0] * r**2 + last_t[1] * r**3 + last_t[2] * r
+        if steps:
+            projected = project_seconds(steps, P)
             elapsed = time.perf_counter() - t_start
             if elapsed + 1.25 * projected > budget:
                 say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
                     f"({elapsed:.0f} s of {budget:.0f} s used)")
                 break
-        last_t, last_P = try_basis(k, hp, scale), P
+        steps.append((P, try_basis(k, hp, scale)))
         if k == 0 and len(scales) > 1:
             # the radial scale is chosen on the smallest basis: the rule's s < 0 against s = 0
             for s_alt in scales[1:]:
