@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 from .errors import MinbasisError
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "clean_stale_partials", "check_not_input",
-           "current_umask", "STALE_SECONDS"]
+           "current_umask", "STALE_SECONDS", "read_toml"]
 
 #: Partial files older than this (seconds) are removed even if their writer's pid is alive.
 STALE_SECONDS = 24 * 3600
@@ -161,3 +161,24 @@ def check_not_input(outputs: Iterable[str | os.PathLike | None], inputs: Iterabl
             if _same_file(out, inp):
                 raise MinbasisError(f"output {out} is the input file {inp}: writing it would destroy the input; "
                                     "choose another output name (-o)")
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """The TOML document at ``path`` as a dict (:mod:`tomllib`): config files of the command line.
+
+    Raises
+    ------
+    MinbasisError
+        Missing file, a folder, or invalid TOML (with the parser's line and column).
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise MinbasisError(f"no such config file: {path}") from None
+    except IsADirectoryError:
+        raise MinbasisError(f"config {path} is a folder, not a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MinbasisError(f"{path}: invalid TOML ({exc})") from exc

@@ -164,7 +164,7 @@ LAYERS = [
     ("framework adapters", ("minbasis.torch", "minbasis.jax", "minbasis.sklearn")),
     ("reports", ("minbasis.report",)),
     ("sharded descriptors", ("minbasis.cluster",)),
-    ("entry points", ("minbasis.cli", "minbasis.demo", "minbasis.fit.mf_cli", "minbasis.completeness")),
+    ("entry points", ("minbasis.cli", "minbasis.demo", "minbasis.completeness")),
 ]
 
 

@@ -11,7 +11,8 @@ Textual form (CLI ``--data`` and TOML configs), :func:`parse_data_spec`::
     FILE:fidelity=high:energy_key=energy_high
     FILE:fidelity=dft:energy_key=energy_dft:forces_key=forces_dft:forces_weight=1:energy_weight=30
 
-TOML config (:func:`load_fit_config`)::
+TOML config (``minbasis fit --config``, :func:`load_fit_config`; the top-level keys are the long
+option names of ``minbasis fit``, which also reads them from a ``[fit]`` table)::
 
     model = "linear-mf"          # or "mlp-mf"
     basis = "basis.json"
@@ -45,8 +46,8 @@ from ase import Atoms
 from ..errors import LabelError, MinbasisError
 from .data import Labels, get_labels, read_structures
 
-__all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "fidelity_names", "resolve_fidelity",
-           "single_fidelity_names"]
+__all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "data_tables", "fidelity_names",
+           "resolve_fidelity", "single_fidelity_names"]
 
 #: Default weight of each observable (same units and meaning as :class:`~minbasis.fit.linear.LinearFitConfig`):
 #: energy per atom 1/(eV/atom), forces Å/eV, virial per atom 1/(eV/atom).
@@ -248,69 +249,23 @@ def parse_data_spec(spec: str, cache: dict | None = None) -> FidelityData:
     return _from_fields(path, fields, cache, f"--data {spec!r}")
 
 
-#: Top-level settings of a TOML fit configuration and the type each must have.
-SETTINGS = {"model": str, "basis": str, "output": str, "coupling": str, "noise": str, "activation": str,
-            "piwsl_tc": float, "piwsl_sc": float, "piwsl_delta": float, "l2": float, "validation_fraction": float,
-            "seed": int, "hidden": int, "max_iter": int, "patience": int}
-
-
-def check_settings(settings: dict, where: str = "config") -> None:
-    """Types and ranges of the top-level settings of a fit configuration (:data:`SETTINGS`).
-
-    Numbers must be finite and ≥ 0 (integers for seed, hidden, max_iter, patience; hidden and
-    max_iter ≥ 1), strings non-empty.
+def data_tables(entries: list[dict], path: str | os.PathLike, cache: dict | None = None) -> list[FidelityData]:
+    """The ``[[data]]`` tables of a TOML fit configuration (module docstring) as :class:`FidelityData`;
+    relative file names are read relative to the folder of ``path``. ``cache`` (dict absolute path →
+    structures) collects the files read, so that entries on one file share one structure list.
 
     Raises
     ------
     MinbasisError
-        An unknown setting (listing the known ones) or a value of the wrong type or range.
+        No tables, something else than a list of tables, an entry without a file name, or a malformed
+        entry (:func:`parse_data_spec` rules). StructureError if a file is unreadable.
     """
-    from ..validate import as_float, as_int
-
-    unknown = sorted(set(settings) - set(SETTINGS))
-    if unknown:
-        raise MinbasisError(f"{where}: unknown setting(s) {unknown}; known: {sorted(SETTINGS)} and [[data]] tables")
-    for k, v in settings.items():
-        kind = SETTINGS[k]
-        if kind is str:
-            if not isinstance(v, str) or not v:
-                raise MinbasisError(f"{where}: {k} must be a non-empty string, got {v!r}")
-        elif kind is int:
-            as_int(f"{where}: {k}", v, minimum=1 if k in ("hidden", "max_iter") else 0)
-        else:
-            as_float(f"{where}: {k}", v, minimum=0.0)
-
-
-def load_fit_config(path: str | os.PathLike) -> dict:
-    """Read a TOML fit configuration (module docstring): returns a dict with ``data`` (list of
-    :class:`FidelityData`), ``data_files`` (absolute paths of the structure files) and the other
-    top-level settings as written (model, basis, output, …).
-
-    Raises
-    ------
-    MinbasisError
-        Unreadable TOML, no ``[[data]]`` tables, malformed entries, or settings of the wrong type
-        (:func:`check_settings`).
-    """
-    import tomllib
-
-    try:
-        with open(path, "rb") as fh:
-            cfg = tomllib.load(fh)
-    except FileNotFoundError:
-        raise MinbasisError(f"no such config file: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise MinbasisError(f"{path}: invalid TOML ({exc})") from exc
-    except IsADirectoryError:
-        raise MinbasisError(f"config {path} is a folder, not a TOML file") from None
-    entries = cfg.pop("data", None)
+    cache = {} if cache is None else cache
     if not entries:
         raise MinbasisError(f"{path}: needs at least one [[data]] table with file and fidelity")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise MinbasisError(f"{path}: data must be [[data]] tables (file, fidelity, ...), got {type(entries).__name__}")
-    check_settings(cfg, str(path))
     base = os.path.dirname(os.path.abspath(path))
-    cache: dict = {}
     data = []
     for n, e in enumerate(entries):
         if "file" not in e:
@@ -319,6 +274,24 @@ def load_fit_config(path: str | os.PathLike) -> dict:
             raise MinbasisError(f"{path}: [[data]] entry {n}: file must be a file name, got {e['file']!r}")
         f = e["file"] if os.path.isabs(e["file"]) else os.path.join(base, e["file"])
         data.append(_from_fields(f, e, cache, f"{path} [[data]] {n}"))
-    cfg["data"] = data
+    return data
+
+
+def load_fit_config(path: str | os.PathLike) -> dict:
+    """Read a TOML fit configuration (module docstring): returns a dict with ``data`` (list of
+    :class:`FidelityData`, :func:`data_tables`), ``data_files`` (absolute paths of the structure
+    files) and the other top-level settings as written (model, basis, output, …). ``minbasis fit
+    --config`` checks those settings against its options (their keys are the option names).
+
+    Raises
+    ------
+    MinbasisError
+        Unreadable or invalid TOML, no ``[[data]]`` tables, or malformed entries.
+    """
+    from ..files import read_toml
+
+    cfg = read_toml(path)
+    cache: dict = {}
+    cfg["data"] = data_tables(cfg.pop("data", None), path, cache)
     cfg["data_files"] = sorted(cache)  # absolute paths of the structure files read
     return cfg

@@ -36,8 +36,12 @@ from .solvers import SOLVERS, BayesianRidge, make_solver, solve_system
 #: Noise terms of the committee's predictive std (LinearFitConfig.uncertainty_noise).
 NOISE_MODELS = ("residuals", "evidence", "none")
 
-__all__ = ["LinearFitConfig", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear",
+__all__ = ["LinearFitConfig", "COMMITTEE_SIZE", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear",
            "committee_from_posterior", "residual_noise", "calibration_factor", "NOISE_MODELS"]
+
+
+#: Committee members drawn from the posterior when ``LinearFitConfig.committee`` is None and the solver is Bayesian.
+COMMITTEE_SIZE = 32
 
 
 @dataclass
@@ -58,7 +62,7 @@ class LinearFitConfig:
         Isolated-atom energies in eV; None fits E0 by least squares.
     committee : int or None
         Committee members drawn from the posterior of the Bayesian solver (stored with the model
-        for uncertainties, :mod:`minbasis.fit.model`); 0 disables; None means 32 with the
+        for uncertainties, :mod:`minbasis.fit.model`); 0 disables; None means :data:`COMMITTEE_SIZE` (32) with the
         Bayesian solver (other solvers have no posterior: no committee).
     committee_seed : int
         Seed of the posterior draws.
@@ -274,7 +278,7 @@ def committee_from_posterior(eq: NormalEquations, cfg: LinearFitConfig, coef: np
     ``uncertainty_noise="evidence"``, else 0 — :func:`residual_noise` fills them for
     ``"residuals"``); empty when there is no posterior or the committee is 0.
     """
-    K = cfg.committee if cfg.committee is not None else (32 if cfg.solver == "bayesian" else 0)
+    K = cfg.committee if cfg.committee is not None else (COMMITTEE_SIZE if cfg.solver == "bayesian" else 0)
     if posterior is None or K <= 0:
         return {}
     draws = posterior.sample(int(K), seed=cfg.committee_seed)  # (K, P)
