@@ -41,7 +41,7 @@ from ..basis import Basis
 from ..describe import iter_batches
 from ..errors import LabelError, MinbasisError
 from ..kernels import design_blocks
-from .data import Labels, matrix_to_voigt
+from .data import DEFAULT_WEIGHTS, Labels, matrix_to_voigt
 
 __all__ = ["RowWeights", "RawRows", "raw_rows", "iter_raw_rows", "WeightedRows", "weight_rows", "NormalEquations",
            "LinearSystem", "Entry", "accumulate_entries", "accumulate", "shard_bounds", "SHARD_ATOMS"]
@@ -71,9 +71,9 @@ class RowWeights:
         A weight that is negative, not finite or not a number.
     """
 
-    energy: float = 30.0
-    forces: float = 1.0
-    stress: float = 30.0
+    energy: float = DEFAULT_WEIGHTS["energy"]
+    forces: float = DEFAULT_WEIGHTS["forces"]
+    stress: float = DEFAULT_WEIGHTS["stress"]
     config_type: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,8 +11,13 @@ from ase import Atoms
 
 from ..errors import LabelError, StructureError
 
-__all__ = ["read_structures", "Labels", "get_labels", "voigt_to_matrix", "matrix_to_voigt", "check_config_type_weights",
+__all__ = ["DEFAULT_WEIGHTS", "read_structures", "Labels", "get_labels", "voigt_to_matrix", "matrix_to_voigt", "check_config_type_weights",
            "MAX_CONFIG_TYPE_WEIGHT"]
+
+#: Default observable weights of every fit: energy per atom 1/(eV/atom), forces Å/eV, virial per
+#: atom 1/(eV/atom) (docs/theory/fitting.md). The one source of these numbers: the fit configs,
+#: the assembly core and the multi-fidelity data read them from here.
+DEFAULT_WEIGHTS = {"energy": 30.0, "forces": 1.0, "stress": 30.0}
 
 
 def read_structures(path: str | os.PathLike, index: str = ":") -> list[Atoms]:

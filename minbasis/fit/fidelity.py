@@ -44,14 +44,13 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import LabelError, MinbasisError
-from .data import Labels, get_labels, read_structures
+from .data import DEFAULT_WEIGHTS, Labels, get_labels, read_structures
 
 __all__ = ["FidelityData", "DEFAULT_WEIGHTS", "parse_data_spec", "load_fit_config", "data_tables", "fidelity_names",
            "resolve_fidelity", "single_fidelity_names"]
 
 #: Default weight of each observable (same units and meaning as :class:`~minbasis.fit.linear.LinearFitConfig`):
 #: energy per atom 1/(eV/atom), forces Å/eV, virial per atom 1/(eV/atom).
-DEFAULT_WEIGHTS = {"energy": 30.0, "forces": 1.0, "stress": 30.0}
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..basis import Basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import NormalEquations, RowWeights, accumulate, LinearSystem
-from .data import Labels, check_config_type_weights, get_labels
+from .data import DEFAULT_WEIGHTS, Labels, check_config_type_weights, get_labels
 from .solvers import SOLVERS, BayesianRidge, make_solver, solve_system
 
 #: Noise terms of the committee's predictive std (LinearFitConfig.uncertainty_noise).
@@ -82,9 +82,9 @@ class LinearFitConfig:
         stores t (``uncertainty["calibration"]``). Doubles the fitting time.
     """
 
-    energy_weight: float = 30.0
-    forces_weight: float = 1.0
-    stress_weight: float = 30.0
+    energy_weight: float = DEFAULT_WEIGHTS["energy"]
+    forces_weight: float = DEFAULT_WEIGHTS["forces"]
+    stress_weight: float = DEFAULT_WEIGHTS["stress"]
     config_type_weights: dict = field(default_factory=dict)
     solver: str = "bayesian"
     alpha: float = 1e-8

@@ -63,7 +63,7 @@ from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients,
                      gradient_adjoint, labels_weights)
-from .data import Labels, get_labels, matrix_to_voigt
+from .data import DEFAULT_WEIGHTS, Labels, get_labels, matrix_to_voigt
 from .fileio import load_model_file, read_model_meta, write_model_file
 from .network import (ACTIVATIONS, Architecture, head_output, input_gradient, param_gradient, trunk_forward)
 from .trainer import NetworkFitConfig, blas_threads, output_scale, train, validation_split
@@ -108,9 +108,9 @@ class MLPFitConfig(NetworkFitConfig):
 
     hidden: tuple = (64,)
     linear_term: bool = False
-    energy_weight: float = 30.0
-    forces_weight: float = 1.0
-    stress_weight: float = 30.0
+    energy_weight: float = DEFAULT_WEIGHTS["energy"]
+    forces_weight: float = DEFAULT_WEIGHTS["forces"]
+    stress_weight: float = DEFAULT_WEIGHTS["stress"]
     config_type_weights: dict = field(default_factory=dict)
     optimizer: str = "lbfgs"
     learning_rate: float = 1e-3
