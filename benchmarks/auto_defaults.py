@@ -37,6 +37,8 @@ import numpy as np
 from ase.io import write
 
 HERE = Path(__file__).resolve().parent
+#: The command line of this checkout's minbasis (run from the repository root).
+MB = [sys.executable, "-m", "minbasis.cli"]
 DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 
 DATASETS = {
@@ -49,7 +51,7 @@ def sh(cmd: list[str], log: Path) -> tuple[float, str]:
     """Run a command, tee its output to ``log``; (seconds, stdout). Exits on failure."""
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
     dt = time.perf_counter() - t0
     log.write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
     if res.returncode != 0:
@@ -58,6 +60,7 @@ def sh(cmd: list[str], log: Path) -> tuple[float, str]:
 
 
 def run(name: str, work: Path, budget: float | None) -> dict:
+    sys.path.insert(0, str(HERE.parent))
     from minbasis.fit import read_structures
     from minbasis.fit.compare import holdout_split
 
@@ -73,9 +76,9 @@ def run(name: str, work: Path, budget: float | None) -> dict:
     write(w / "test.extxyz", [frames[i] for i in test_idx])
     keys = cfg["keys"]
     extra = ["--budget-minutes", str(budget)] if budget else []
-    t_auto, _ = sh(["minbasis", "fit", str(w / "train.extxyz"), "-o", str(w / "auto.npz"), *keys, *extra],
+    t_auto, _ = sh([*MB, "fit", str(w / "train.extxyz"), "-o", str(w / "auto.npz"), *keys, *extra],
                    w / "auto_fit.log")
-    _, out = sh(["minbasis", "evaluate", str(w / "auto.npz"), str(w / "test.extxyz"), "--json", *keys],
+    _, out = sh([*MB, "evaluate", str(w / "auto.npz"), str(w / "test.extxyz"), "--json", *keys],
                 w / "auto_eval.log")
     auto_eval = json.loads(out)
     from minbasis.fit.registry import load_model
@@ -85,12 +88,12 @@ def run(name: str, work: Path, budget: float | None) -> dict:
     chosen = model.info["auto"]["choice"]
     order, n_max, l_max = chosen["order"], chosen["n_max"], chosen["l_max"]
     r_cut = b.spec.r_cut
-    sh(["minbasis", "basis", "--species", ",".join(b.species), "--r-cut", str(r_cut),
+    sh([*MB, "basis", "--species", ",".join(b.species), "--r-cut", str(r_cut),
         "--n-max", ",".join(map(str, n_max)), "--l-max", ",".join(map(str, l_max)), "--order", str(order),
         "-o", str(w / "basis.json")], w / "basis.log")
-    t_def, _ = sh(["minbasis", "fit", str(w / "train.extxyz"), "--basis", str(w / "basis.json"), "-o",
+    t_def, _ = sh([*MB, "fit", str(w / "train.extxyz"), "--basis", str(w / "basis.json"), "-o",
                    str(w / "default.npz"), *keys], w / "default_fit.log")
-    _, out = sh(["minbasis", "evaluate", str(w / "default.npz"), str(w / "test.extxyz"), "--json", *keys],
+    _, out = sh([*MB, "evaluate", str(w / "default.npz"), str(w / "test.extxyz"), "--json", *keys],
                 w / "default_eval.log")
     def_eval = json.loads(out)
     fa, fd = auto_eval["forces_mae"], def_eval["forces_mae"]
