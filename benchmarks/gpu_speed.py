@@ -3,8 +3,9 @@
 
 What is timed, for each workload × basis × dtype (float64, float32):
 
-* ``describe``  features only: :func:`minbasis.kernels.gpu.describe_xp` with CuPy, i.e.
-                ``minbasis.describe(atoms, basis, device="gpu")`` (which is the float64 case);
+* ``describe``  features only: the driver loop :func:`minbasis.kernels.driver.describe_structures` on
+                the GPU backend, i.e. ``minbasis.describe(atoms, basis, device="gpu")`` (which is the
+                float64 case);
 * ``desc+grad`` features and position gradients per (centre, atom) sample
                 (``describe(..., gradients=True, device="gpu")``), results left on the GPU;
 * ``linear``    energies, forces and virials of a linear model with random weights, back-propagated
@@ -114,10 +115,17 @@ class Runner:
         return warm, times, out
 
 
+def backend_of(xp):
+    """The kernel backend of an array module: CuPy → the GPU backend, NumPy → its NumPy reference."""
+    from minbasis.kernels import get_backend
+
+    return get_backend("numpy-reference" if xp is np else "gpu")
+
+
 def path_calls(path: str, atoms: list, basis, xp, dtype, batch_mb: float | None):
     """(call, nlist_call) of one path: the timed function and its neighbour lists alone."""
     from minbasis.describe import GRADIENT_BATCH_BYTES, iter_batches
-    from minbasis.kernels import gpu
+    from minbasis.kernels import describe_structures, gpu
 
     F = basis.n_features
     plan = basis.plan
@@ -136,11 +144,11 @@ def path_calls(path: str, atoms: list, basis, xp, dtype, batch_mb: float | None)
             return out
     else:
         grad = path == "desc+grad"
-        budget = batch_mb * 2**20 if batch_mb else (4 * GRADIENT_BATCH_BYTES if grad else 1024**3)  # describe_xp's
+        budget = batch_mb * 2**20 if batch_mb else (4 * GRADIENT_BATCH_BYTES if grad else 1024**3)  # the GPU backend's
         per_pair = 3 * F * item * (1.0 if grad else 0.0) + 64
 
         def call():
-            return gpu.describe_xp(atoms, basis, xp, dtype, gradients=grad, batch_bytes=budget)
+            return describe_structures(atoms, plan, backend_of(xp), gradients=grad, dtype=dtype, batch_bytes=budget)
 
     def nlist():
         return [b for _, _, b in iter_batches(atoms, basis, budget, per_pair)]
@@ -152,13 +160,13 @@ def check(path: str, workload: str, basis, xp, dtype, quick_size: int, result, a
     """GPU vs Numba CPU: max relative differences of every output."""
     import minbasis as mb
     from minbasis.fit import LinearModel
-    from minbasis.kernels import gpu
+    from minbasis.kernels import describe_structures, gpu
 
     if path == "describe":
         return {"features": max_rel_diff(result, mb.describe(atoms, basis))}
     if path == "desc+grad":
         small = make_workload(workload, quick_size)
-        got = gpu.describe_xp(small, basis, xp, dtype, gradients=True)
+        got = describe_structures(small, basis.plan, backend_of(xp), gradients=True, dtype=dtype)
         ref = mb.describe(small, basis, gradients=True)
         same = np.array_equal(gpu.to_numpy(got.gradient_samples), ref.gradient_samples)
         return {"checked_on_atoms": int(sum(len(a) for a in small)), "samples_equal": bool(same),

@@ -33,12 +33,16 @@ from ase import Atoms
 
 from .basis import Basis
 from .errors import MinbasisError
-from .kernels.autodiff import build_geometry, pair_features, pair_hvp, pair_jvp, pair_vjp
+from .kernels.autodiff import build_geometry
+from .kernels.backend import get_backend
 from .kernels.neighbours import as_atoms_list
 
 jax.config.update("jax_enable_x64", True)
 
 __all__ = ["describe", "Structures", "pair_features_op"]
+
+#: The kernels behind the custom VJPs: the autodiff operators exist on the CPU backend.
+_KERNELS = get_backend("cpu")
 
 
 def _cb(fn, shape):
@@ -57,10 +61,10 @@ def pair_features_op(plan, batch):
 
     ``plan`` is ``basis.plan``; ``batch`` a :class:`~minbasis.kernels.neighbours.Batch`."""
     N, F, P = batch.n_atoms, plan.n_features, len(batch.pair_i)
-    feats = _cb(lambda r: pair_features(plan, batch, r), (N, F))
-    vjp_raw = _cb(lambda r, g: pair_vjp(plan, batch, r, g), (P, 3))
-    jvp_raw = _cb(lambda r, u: pair_jvp(plan, batch, r, u, values=False)[1], (N, F))
-    hvp_raw = _cb(lambda r, g, u: pair_hvp(plan, batch, r, g, u)[1], (P, 3))
+    feats = _cb(lambda r: _KERNELS.pair_features(plan, batch, r), (N, F))
+    vjp_raw = _cb(lambda r, g: _KERNELS.pair_vjp(plan, batch, r, g), (P, 3))
+    jvp_raw = _cb(lambda r, u: _KERNELS.pair_jvp(plan, batch, r, u, values=False)[1], (N, F))
+    hvp_raw = _cb(lambda r, g, u: _KERNELS.pair_hvp(plan, batch, r, g, u)[1], (P, 3))
 
     @jax.custom_vjp
     def vjp(r, g):

@@ -58,7 +58,7 @@ def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[
     except ImportError as exc:
         raise MinbasisError('output="tensormap" needs metatensor: pip install "minbasis[metatensor]"') from exc
     from .kernels.autodiff import build_geometry
-    from .kernels.evaluate import features
+    from .kernels.backend import get_backend
 
     grads = tuple(gradients)
     bad = [g for g in grads if g not in GRADIENTS]
@@ -82,7 +82,7 @@ def to_tensormap(atoms_list: Sequence[Atoms], basis: Basis, gradients: Sequence[
     cell_grad = None
     if want_cell:
         geom = build_geometry(atoms_list, basis.plan)
-        _, J = features(basis.plan, geom.batch, gradients=True)  # (P, 3, F) per pair
+        _, J = get_backend("cpu").features(basis.plan, geom.batch, gradients=True)  # (P, 3, F) per pair
         cell_grad = np.zeros((N, 3, 3, F))
         np.add.at(cell_grad, geom.batch.pair_i, geom.shifts[:, :, None, None] * J[:, None, :, :])
     properties = Labels(["feature"], np.arange(F, dtype=np.int32).reshape(-1, 1))

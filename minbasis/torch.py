@@ -51,10 +51,14 @@ from ase import Atoms
 
 from .basis import Basis
 from .errors import MinbasisError
-from .kernels.autodiff import PairGeometry, build_geometry, pair_features, pair_hvp, pair_jvp, pair_vjp
+from .kernels.autodiff import PairGeometry, build_geometry
+from .kernels.backend import get_backend
 from .kernels.neighbours import as_atoms_list
 
 __all__ = ["describe", "Structures", "DescriptorModule", "pair_features_op"]
+
+#: The kernels behind the autograd functions: the autodiff operators exist on the CPU backend.
+_KERNELS = get_backend("cpu")
 
 
 # -- autograd functions over pair vectors ------------------------------------------------------------
@@ -83,7 +87,7 @@ class _Features(torch.autograd.Function):
 
     @staticmethod
     def forward(r, op):
-        return _t(pair_features(op.plan, op.batch, _np(r)), r)
+        return _t(_KERNELS.pair_features(op.plan, op.batch, _np(r)), r)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -102,7 +106,7 @@ class _Features(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, r_t, _op_t):
         (r,) = ctx.saved_tensors
-        return _t(pair_jvp(ctx.op.plan, ctx.op.batch, _np(r), _np(r_t), values=False)[1], r)
+        return _t(_KERNELS.pair_jvp(ctx.op.plan, ctx.op.batch, _np(r), _np(r_t), values=False)[1], r)
 
 
 class _VJP(torch.autograd.Function):
@@ -112,7 +116,7 @@ class _VJP(torch.autograd.Function):
     def forward(ctx, r, gX, op):
         ctx.op = op
         ctx.save_for_backward(r, gX)
-        return _t(pair_vjp(op.plan, op.batch, _np(r), _np(gX)), r)
+        return _t(_KERNELS.pair_vjp(op.plan, op.batch, _np(r), _np(gX)), r)
 
     @staticmethod
     def backward(ctx, u):
@@ -131,7 +135,7 @@ class _JVP(torch.autograd.Function):
     def forward(ctx, r, u, op):
         ctx.op = op
         ctx.save_for_backward(r, u)
-        return _t(pair_jvp(op.plan, op.batch, _np(r), _np(u), values=False)[1], r)
+        return _t(_KERNELS.pair_jvp(op.plan, op.batch, _np(r), _np(u), values=False)[1], r)
 
     @staticmethod
     def backward(ctx, gdX):
@@ -147,7 +151,7 @@ class _HVP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, gX, u, op):
-        return _t(pair_hvp(op.plan, op.batch, _np(r), _np(gX), _np(u))[1], r)
+        return _t(_KERNELS.pair_hvp(op.plan, op.batch, _np(r), _np(gX), _np(u))[1], r)
 
     @staticmethod
     def backward(ctx, *grads):

@@ -19,7 +19,7 @@ from ase.build import bulk, molecule
 import minbasis as mb
 from minbasis.errors import MinbasisError
 from minbasis.fit import LinearModel
-from minbasis.kernels import build_batch, features, gpu, linear_energy_forces
+from minbasis.kernels import build_batch, describe_structures, features, get_backend, gpu, linear_energy_forces
 from minbasis.kernels.evaluate import sample_gradients
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-5}
@@ -242,12 +242,13 @@ def test_describe_on_device_equals_cpu(xp):
         mb.describe(mols, basis, dtype="float32")
     with pytest.raises(MinbasisError, match="dtype must be"):
         mb.describe(mols, basis, dtype="float16")
-    # several neighbour batches (a tiny batch budget) concatenate like the CPU path
-    small = gpu.describe_xp(mols, basis, xp, gradients=True, batch_bytes=1)
+    # several neighbour batches (a tiny batch budget) concatenate like the CPU path: the one driver loop
+    backend = get_backend(dev)
+    small = describe_structures(mols, basis.plan, backend, gradients=True, batch_bytes=1)
     assert_close(small.position_gradients, ref.position_gradients, 1e-10, "position gradients, 1 structure per batch")
     np.testing.assert_array_equal(gpu.to_numpy(small.gradient_samples), ref.gradient_samples)
     assert small.strain_gradients is None
-    X32 = gpu.describe_xp(mols, basis, xp, np.float32, progress=True)
+    X32 = describe_structures(mols, basis.plan, backend, dtype=np.float32, progress=True)
     assert X32.dtype == np.float32
     assert_close(X32, ref.features, 1e-5, "float32 features")
 

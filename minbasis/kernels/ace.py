@@ -21,6 +21,14 @@ each factor contributes to, ``slot_v`` (S,) the moment of each slot, and ``cf_pt
 
 Gradients follow docs/theory/conventions.md: the kernels return ∂/∂r_ij per pair; callers scatter
 ∂/∂r_j += ∂/∂r_ij and ∂/∂r_i −= ∂/∂r_ij.
+
+Every per-centre kernel here, in :mod:`minbasis.kernels.committee` and in
+:mod:`minbasis.kernels.autodiff` starts from the same set-up (:func:`_kernel_sizes`: sizes and
+chunks of centres; :func:`_workspace`: per-chunk pair work arrays; :func:`_centre_moments`), and
+the kernels that back-propagate a weighted contraction (the linear model, its committee, the
+vector–Jacobian product) share its per-centre step, :func:`_linear_centre` with
+:func:`_linear_workspace`. The Python entry points are :mod:`minbasis.kernels.evaluate`, reached
+through :class:`~minbasis.kernels.backend.CpuBackend`.
 """
 
 from __future__ import annotations
@@ -104,6 +112,56 @@ def _workspace(mp, n_r, l_max):  # pragma: no cover
     return (np.empty((5, m)), np.empty((n_r, m)), np.empty((n_r, m)), np.empty((4, m)),
             np.empty((l_max + 1, l_max + 1, m)), np.empty((l_max + 1, l_max + 1, m)), np.empty((2, l_max + 1, m)),
             np.empty((nlm, m)), np.empty((3, nlm, m)))
+
+
+@njit(cache=True, nogil=True)
+def _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks):  # pragma: no cover
+    """The set-up every per-centre kernel shares: (N centres, nlm = (l_max+1)², nblock = n_r·nlm moments
+    per channel, n_mom moments, mp the largest number of pairs of a centre, nc chunks of centres).
+
+    Chunk c of a kernel's ``prange`` handles the centres ``c·N // nc ≤ i < (c+1)·N // nc``."""
+    N = centre_ptr.shape[0] - 1
+    nlm = (l_max + 1) * (l_max + 1)
+    nblock = n_r * nlm
+    return N, nlm, nblock, n_channels * nblock, _max_pairs(centre_ptr), max(1, min(N, n_chunks))
+
+
+@njit(cache=True, nogil=True)
+def _linear_workspace(mp, n_r, l_max, n_mom, width):  # pragma: no cover
+    """Per-chunk work arrays of :func:`_linear_centre`: (A, dEdA, U, R, dR, W, Q, dQ, CS, Y, dY, part, cl, dl) —
+    moments and ∂E/∂A (n_mom,), the pair primitives of :func:`_workspace`, the partial products of
+    one term (width,) and the n-contracted c_lm, d_lm (nlm, max(mp, 1)) of :func:`_backprop_pairs`."""
+    nlm = (l_max + 1) * (l_max + 1)
+    U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
+    return (np.empty(n_mom), np.empty(n_mom), U, R, dR, W, Q, dQ, CS, Y, dY, np.empty(width),
+            np.empty((nlm, max(mp, 1))), np.empty((nlm, max(mp, 1))))
+
+
+@njit(cache=True, nogil=True)
+def _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec, packed, t_order, t_idx,
+                   o_ptr, t_pack, w, ws, G):  # pragma: no cover
+    """e = Σ_t w[t] Π_k A[t_idx[t, k]] of centre i and its pair gradients G[p] = ∂e/∂r_p (pairs of i overwritten).
+
+    The moments A of the centre (with their gradients), ∂e/∂A back-propagated through the
+    contraction (:func:`_contract_packed` when ``packed``, else :func:`_contract_backprop`) and
+    then over the pairs (:func:`_backprop_pairs`): the linear model's per-centre step, shared by
+    :func:`ace_linear`, the committee (:mod:`minbasis.kernels.committee`) and the vector–Jacobian
+    product (:mod:`minbasis.kernels.autodiff`). ``ws`` is :func:`_linear_workspace`; on return its
+    A, U, R, dR, Y, dY hold the centre's moments and pair primitives."""
+    A, dEdA, U, R, dR, W, Q, dQ, CS, Y, dY, part, cl, dl = ws
+    p0 = centre_ptr[i]
+    npi = centre_ptr[i + 1] - p0
+    nlm = (l_max + 1) * (l_max + 1)
+    _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS, Y, dY,
+                    A, True)
+    for v in range(dEdA.shape[0]):
+        dEdA[v] = 0.0
+    if packed:
+        e = _contract_packed(o_ptr, t_pack, w, A, dEdA)
+    else:
+        e = _contract_backprop(t_order.shape[0], t_order, t_idx, t_idx, w, A, dEdA, part)
+    _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G)
+    return e
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -295,15 +353,10 @@ def ace_features(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l
     contiguous chunks (a few per thread, see :func:`n_chunks_for`), each allocating its
     workspace once.
     """
-    N = centre_ptr.shape[0] - 1
-    nlm = (l_max + 1) * (l_max + 1)
-    nblock = n_r * nlm
-    n_mom = n_channels * nblock
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
     T = t_coef.shape[0]
     n_slots = slot_v.shape[0]
     packed = t_pack.shape[0] == T and T > 0
-    mp = _max_pairs(centre_ptr)
-    nc = max(1, min(N, n_chunks))
     for c in prange(nc):
         A = np.empty(n_mom)
         U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
@@ -407,34 +460,14 @@ def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scal
     c_lm = Σ_n ∂E/∂A_nlm R_n, d_lm = Σ_n ∂E/∂A_nlm R'_n, G = Σ_lm c_lm ∇Y_lm + r̂ Σ_lm d_lm Y_lm.
     E (N,) and G (P, 3) are overwritten.
     """
-    N = centre_ptr.shape[0] - 1
-    nlm = (l_max + 1) * (l_max + 1)
-    nblock = n_r * nlm
-    n_mom = n_channels * nblock
-    T = t_order.shape[0]
-    packed = t_pack.shape[0] == T and T > 0
-    mp = _max_pairs(centre_ptr)
-    nc = max(1, min(N, n_chunks))
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
+    packed = t_pack.shape[0] == t_order.shape[0] and t_order.shape[0] > 0
     for c in prange(nc):
-        A = np.empty(n_mom)
-        dEdA = np.empty(n_mom)
-        U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
-        part = np.empty(t_idx.shape[1])
-        cl = np.empty((nlm, max(mp, 1)))
-        dl = np.empty((nlm, max(mp, 1)))
+        ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
         for i in range(c * N // nc, (c + 1) * N // nc):
-            p0 = centre_ptr[i]
-            npi = centre_ptr[i + 1] - p0
             s_i = centre_ch[i]
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS, Y, dY,
-                            A, True)
-            for v in range(n_mom):
-                dEdA[v] = 0.0
-            if packed:
-                E[i] = e0[s_i] + _contract_packed(o_ptr, t_pack, wt[s_i], A, dEdA)
-            else:
-                E[i] = e0[s_i] + _contract_backprop(T, t_order, t_idx, t_idx, wt[s_i], A, dEdA, part)
-            _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G)
+            E[i] = e0[s_i] + _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
+                                            packed, t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)

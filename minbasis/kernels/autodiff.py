@@ -42,7 +42,7 @@ from ase import Atoms
 from numba import njit, prange
 
 from ..errors import MinbasisError
-from .ace import _backprop_pairs, _centre_moments, _contract_backprop, _max_pairs, _workspace, n_chunks_for
+from .ace import _centre_moments, _kernel_sizes, _linear_centre, _linear_workspace, _workspace, n_chunks_for
 from .neighbours import Batch, as_atoms_list, build_batch
 from .plan import EvaluationPlan
 from .primitives import FASTMATH
@@ -190,8 +190,10 @@ def scatter_to_inputs(geom: PairGeometry, g: np.ndarray, strain: bool = True
 
 
 # -- kernels ------------------------------------------------------------------------------------------
-def _plan_args(plan: EvaluationPlan):
-    return (plan.n_channels, plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec)
+def _plan_args(plan: EvaluationPlan) -> tuple:
+    """The plan arguments of the autodiff kernels, in their order: sizes, radial and angular set-up, terms."""
+    return (plan.n_channels, plan.r_cut, plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order,
+            plan.t_idx, plan.t_coef, plan.t_feat)
 
 
 def _check(batch: Batch, pair_vec: np.ndarray, name: str = "pair_vec") -> np.ndarray:
@@ -201,12 +203,23 @@ def _check(batch: Batch, pair_vec: np.ndarray, name: str = "pair_vec") -> np.nda
     return pv
 
 
-def _check_nf(batch: Batch, plan: EvaluationPlan, a: np.ndarray, name: str) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if a.shape != (batch.n_atoms, plan.n_features):
-        raise MinbasisError(f"{name} must have shape (n_atoms, n_features) = ({batch.n_atoms}, {plan.n_features}), "
-                            f"got {a.shape}")
-    return a
+def _inputs(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, cotangent: np.ndarray | None = None,
+            tangent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(pair_vec (P, 3), cotangent (N, F), tangent (P, 3)) as C-contiguous float64 arrays (None stays None).
+
+    Raises
+    ------
+    MinbasisError
+        An array of the wrong shape (the message names it).
+    """
+    pv = _check(batch, pair_vec)
+    gX = None
+    if cotangent is not None:
+        gX = np.ascontiguousarray(cotangent, dtype=np.float64)
+        if gX.shape != (batch.n_atoms, plan.n_features):
+            raise MinbasisError(f"cotangent must have shape (n_atoms, n_features) = ({batch.n_atoms}, "
+                                f"{plan.n_features}), got {gX.shape}")
+    return pv, gX, (None if tangent is None else _check(batch, tangent, "tangent"))
 
 
 def pair_features(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray) -> np.ndarray:
@@ -236,11 +249,9 @@ def pair_vjp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, cotangent
     MinbasisError
         Arrays of the wrong shape.
     """
-    pv = _check(batch, pair_vec)
-    gX = _check_nf(batch, plan, cotangent, "cotangent")
+    pv, gX, _ = _inputs(plan, batch, pair_vec, cotangent=cotangent)
     G = np.zeros((len(batch.pair_i), 3))
-    _vjp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), plan.t_order, plan.t_idx, plan.t_coef,
-                plan.t_feat, gX, n_chunks_for(batch.n_atoms), G)
+    _vjp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), gX, n_chunks_for(batch.n_atoms), G)
     return G
 
 
@@ -263,12 +274,10 @@ def pair_jvp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, tangent: 
     MinbasisError
         Arrays of the wrong shape.
     """
-    pv = _check(batch, pair_vec)
-    du = _check(batch, tangent, "tangent")
+    pv, _, du = _inputs(plan, batch, pair_vec, tangent=tangent)
     X = np.zeros((batch.n_atoms if values else 0, plan.n_features))
     dX = np.zeros((batch.n_atoms, plan.n_features))
-    _jvp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), plan.t_order, plan.t_idx, plan.t_coef,
-                plan.t_feat, du, values, n_chunks_for(batch.n_atoms), X, dX)
+    _jvp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), du, values, n_chunks_for(batch.n_atoms), X, dX)
     return (X if values else None), dX
 
 
@@ -294,40 +303,27 @@ def pair_hvp(plan: EvaluationPlan, batch: Batch, pair_vec: np.ndarray, cotangent
     MinbasisError
         Arrays of the wrong shape.
     """
-    pv = _check(batch, pair_vec)
-    du = _check(batch, tangent, "tangent")
-    gX = _check_nf(batch, plan, cotangent, "cotangent")
+    pv, gX, du = _inputs(plan, batch, pair_vec, cotangent, tangent)
     G = np.zeros((len(batch.pair_i), 3))
     dG = np.zeros_like(G)
-    _hvp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), plan.t_order, plan.t_idx, plan.t_coef,
-                plan.t_feat, gX, du, n_chunks_for(batch.n_atoms), G, dG)
+    _hvp_kernel(batch.centre_ptr, pv, batch.pair_ch, *_plan_args(plan), gX, du, n_chunks_for(batch.n_atoms), G, dG)
     return G, dG
 
 
 @njit(cache=True, parallel=True)
-def _vjp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C, t_order, t_idx, t_coef,
-                t_feat, gX, n_chunks, G):  # pragma: no cover - compiled
+def _vjp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec, t_order, t_idx,
+                t_coef, t_feat, gX, n_chunks, G):  # pragma: no cover - compiled
     """G[p] = Σ_f gX[i, f] ∂B_{i,f}/∂r_p for every pair p of centre i: the linear-model back-propagation
     (:func:`~minbasis.kernels.ace.ace_linear`) with the weights wt[t] = gX[i, t_feat[t]] t_coef[t]
     formed per centre (O(T) work space per thread instead of an (N, T) weight table)."""
-    N = centre_ptr.shape[0] - 1
-    nlm = (l_max + 1) * (l_max + 1)
-    n_mom = n_channels * n_r * nlm
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
     T = t_order.shape[0]
-    mp = _max_pairs(centre_ptr)
-    nc = max(1, min(N, n_chunks))
+    empty = np.zeros(0, dtype=np.int64)
     for c in prange(nc):
-        A = np.empty(n_mom)
-        dEdA = np.empty(n_mom)
+        ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
         wt = np.empty(T)
-        U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
-        part = np.empty(t_idx.shape[1])
-        cl = np.empty((nlm, max(mp, 1)))
-        dl = np.empty((nlm, max(mp, 1)))
         for i in range(c * N // nc, (c + 1) * N // nc):
-            p0 = centre_ptr[i]
-            npi = centre_ptr[i + 1] - p0
-            if npi == 0:
+            if centre_ptr[i + 1] == centre_ptr[i]:
                 continue
             nz = False
             for f in range(gX.shape[1]):
@@ -336,14 +332,10 @@ def _vjp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_
                     break
             if not nz:
                 continue
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
-                            A, True)
             for t in range(T):
                 wt[t] = gX[i, t_feat[t]] * t_coef[t]
-            for v in range(n_mom):
-                dEdA[v] = 0.0
-            _contract_backprop(T, t_order, t_idx, t_idx, wt, A, dEdA, part)
-            _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G)
+            _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec, False, t_order,
+                           t_idx, empty, empty, wt, ws, G)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -366,16 +358,12 @@ def _moment_tangent(pair_ch, p0, npi, n_r, nlm, du, U, R, dR, Y, dY, dA):  # pra
 
 
 @njit(cache=True, parallel=True)
-def _jvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C, t_order, t_idx, t_coef,
-                t_feat, du, want_x, n_chunks, X, dX):  # pragma: no cover - compiled
+def _jvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec, t_order, t_idx,
+                t_coef, t_feat, du, want_x, n_chunks, X, dX):  # pragma: no cover - compiled
     """X[i, f] = B_{i,f} (if ``want_x``) and dX[i, f] = Σ_p ∂B_{i,f}/∂r_p · du[p] (outputs zero on entry): the
     tangent of the moments (:func:`_moment_tangent`) pushed through every term by the product rule."""
-    N = centre_ptr.shape[0] - 1
-    nlm = (l_max + 1) * (l_max + 1)
-    n_mom = n_channels * n_r * nlm
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
     T = t_order.shape[0]
-    mp = _max_pairs(centre_ptr)
-    nc = max(1, min(N, n_chunks))
     for c in prange(nc):
         A = np.empty(n_mom)
         dA = np.empty(n_mom)
@@ -383,8 +371,8 @@ def _jvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_
         for i in range(c * N // nc, (c + 1) * N // nc):
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
-                            A, True)
+            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS,
+                            Y, dY, A, True)
             _moment_tangent(pair_ch, p0, npi, n_r, nlm, du, U, R, dR, Y, dY, dA)
             for t in range(T):
                 o = t_order[t]
@@ -509,8 +497,8 @@ def _harmonics_hvp(pair_vec, p0, npi, l_max, F, C, U, Q, dQ, CS, du, ddQ, HYu): 
 
 
 @njit(cache=True, parallel=True)
-def _hvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C, t_order, t_idx, t_coef,
-                t_feat, gX, du, n_chunks, G, dG):  # pragma: no cover - compiled
+def _hvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec, t_order, t_idx,
+                t_coef, t_feat, gX, du, n_chunks, G, dG):  # pragma: no cover - compiled
     """G[p] = ∂L/∂r_p and dG[p] = Σ_q ∂²L/∂r_p∂r_q du[q] for L = Σ_{i,f} gX[i, f] B_{i,f} (outputs zero).
 
     Per centre: moments A and their tangent δA; e_v = ∂L_i/∂A_v and its tangent
@@ -518,15 +506,10 @@ def _hvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_
     then with φ_v(r) = R_n(|r|) Y_lm(r̂) and D_v = ∇φ_v,
     dG_q = Σ_v δe_v D_v(r_q) + e_v ∇∇φ_v(r_q) δr_q, where
     ∇∇φ δr = R'' Y r̂ s + R' (r̂ (∇Y · δr) + ∇Y s) + R' Y (δr − r̂ s)/r + R ∇∇Y δr (s = r̂ · δr)."""
-    N = centre_ptr.shape[0] - 1
-    nlm = (l_max + 1) * (l_max + 1)
-    nblock = n_r * nlm
-    n_mom = n_channels * nblock
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
     T = t_order.shape[0]
     W_ = t_idx.shape[1]
-    mp = _max_pairs(centre_ptr)
     m1 = max(mp, 1)
-    nc = max(1, min(N, n_chunks))
     for c in prange(nc):
         A = np.empty(n_mom)
         dA = np.empty(n_mom)
@@ -546,11 +529,11 @@ def _hvp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_
             npi = centre_ptr[i + 1] - p0
             if npi == 0:
                 continue
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
-                            A, True)
+            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, sph_norm, sph_rec, U, R, dR, W, Q, dQ, CS,
+                            Y, dY, A, True)
             _moment_tangent(pair_ch, p0, npi, n_r, nlm, du, U, R, dR, Y, dY, dA)
             _radial_second(U, npi, r_cut, scale, n_r, ddR, T0, T1, T2)
-            _harmonics_hvp(pair_vec, p0, npi, l_max, F, C, U, Q, dQ, CS, du, ddQ, HYu)
+            _harmonics_hvp(pair_vec, p0, npi, l_max, sph_norm, sph_rec, U, Q, dQ, CS, du, ddQ, HYu)
             for v in range(n_mom):
                 e[v] = 0.0
                 de[v] = 0.0

@@ -1,20 +1,23 @@
-"""Structure batches under a memory budget, and the :class:`Descriptors` result container.
+"""Structure batches under a memory budget, the sample layout of gradients, and the
+:class:`Descriptors` result container.
 
-Shared by the CPU path (:func:`minbasis.describe`) and the GPU path
-(:func:`minbasis.kernels.gpu.describe_xp`), and by the fits, which evaluate training and
-test structures batch by batch. Re-exported by :mod:`minbasis.describe`.
+Used by the one driver loop of both backends (:func:`minbasis.kernels.driver.describe_structures`)
+and by the fits, which evaluate training and test structures batch by batch. Re-exported by
+:mod:`minbasis.describe`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from ase import Atoms
 
-from .neighbours import build_batch
+from .neighbours import Batch, build_batch
+from .plan import EvaluationPlan
 
-__all__ = ["GRADIENT_BATCH_BYTES", "Descriptors", "iter_batches"]
+__all__ = ["GRADIENT_BATCH_BYTES", "Descriptors", "iter_batches", "sample_keys"]
 
 #: Memory budget (bytes) of the per-pair gradient array of one batch.
 GRADIENT_BATCH_BYTES = 512 * 1024**2
@@ -23,6 +26,9 @@ GRADIENT_BATCH_BYTES = 512 * 1024**2
 @dataclass
 class Descriptors:
     """Features with their gradients (returned by ``describe(..., gradients=True)``).
+
+    The arrays are NumPy arrays from the CPU backend and CuPy arrays (float64 or float32) from the
+    GPU backend (:mod:`minbasis.kernels.backend`).
 
     Attributes
     ----------
@@ -47,15 +53,32 @@ class Descriptors:
 
 
 def iter_batches(atoms_list: list[Atoms], basis, budget_bytes: float, bytes_per_pair: float,
-                 progress: str | None = None):
+                 progress: str | None = None) -> Iterator[tuple[int, list[Atoms], Batch]]:
     """Yield (first structure index, list of structures, Batch) with about ``budget_bytes`` of pairs each.
 
-    The pair count is estimated as 60 per atom (dense metals at 5 Å have about 42). With
-    ``progress`` set, a tqdm bar with that description counts structures
-    (:func:`minbasis.progress.progress_bar`: shown only on a terminal). ``basis`` is a
-    :class:`minbasis.Basis` (only its evaluation plan, ``basis.plan``, is used).
+    The pair count is estimated as 60 per atom (dense metals at 5 Å have about 42); a batch holds
+    at least one structure. With ``progress`` set, a tqdm bar with that description counts
+    structures (:func:`minbasis.progress.progress_bar`: shown only on a terminal).
+
+    Parameters
+    ----------
+    atoms_list : list of ase.Atoms
+        Positions in Å.
+    basis : minbasis.Basis or EvaluationPlan
+        Only the evaluation plan (``basis.plan``, or the plan itself) is used: species and cutoff.
+    budget_bytes : float
+        Bytes that one batch may use at ``bytes_per_pair`` per estimated pair.
+    bytes_per_pair : float
+        Bytes of output and work per neighbour pair (for example 3·F·8 for float64 gradients).
+    progress : str, optional
+        Description of a progress bar over structures.
+
+    Raises
+    ------
+    StructureError, SpeciesError
+        As :func:`~minbasis.kernels.neighbours.build_batch`.
     """
-    plan = basis.plan
+    plan = basis if isinstance(basis, EvaluationPlan) else basis.plan
     bar = None
     if progress:
         from ..progress import progress_bar
@@ -80,3 +103,21 @@ def iter_batches(atoms_list: list[Atoms], basis, budget_bytes: float, bytes_per_
     finally:
         if bar is not None:
             bar.close()
+
+
+def sample_keys(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique (centre i, atom k) sample keys i·N + k of a batch (every i has k = i), and
+    the inverse map of its P pair keys followed by its N self keys.
+
+    This is the row layout of :attr:`Descriptors.gradient_samples` (rows [key // N, key % N]),
+    shared by both backends.
+
+    Returns
+    -------
+    keys : numpy.ndarray, int64, shape (G,), G ≤ P + N samples
+    inverse : numpy.ndarray, int64, shape (P + N,): the sample row of each pair, then of each
+        centre's self sample
+    """
+    N = batch.n_atoms
+    keys = np.concatenate([batch.pair_i * N + batch.pair_j, np.arange(N) * (N + 1)])
+    return np.unique(keys, return_inverse=True)

@@ -11,8 +11,10 @@ member shares: per centre atom the moments A, the features B and the sparse Jaco
 * pair gradients: the same back-propagation through R_n(r) Y_lm(r̂) as the mean model
   (:func:`minbasis.kernels.ace.ace_linear`), vectorised over the K members.
 
-The mean model itself goes through exactly the contraction of :func:`ace_linear`, so its
-results equal those of :func:`minbasis.kernels.linear_energy_forces` to rounding.
+The mean model itself goes through the very per-centre step of :func:`ace_linear`
+(:func:`minbasis.kernels.ace._linear_centre`, which also leaves the centre's moments and pair
+primitives for the members), so its results equal those of
+:func:`minbasis.kernels.linear_energy_forces` to rounding.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .ace import (_backprop_pairs, _centre_moments, _contract_backprop, _contract_packed, _contract_values,
-                  _max_pairs, _run_end, _workspace, n_chunks_for, scatter_pair_gradients)
+from .ace import (_contract_backprop, _contract_values, _kernel_sizes, _linear_centre, _linear_workspace, _run_end,
+                  n_chunks_for, scatter_pair_gradients)
 from .neighbours import Batch
 from .primitives import FASTMATH
 from .plan import EvaluationPlan
@@ -30,7 +32,7 @@ __all__ = ["ace_linear_committee", "linear_energy_forces_committee"]
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, F, C,
+def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
                          t_order, t_idx, o_ptr, t_pack, t_coef, t_feat, t_slot, slot_v, cf_ptr, wt, e0, dw, n_chunks,
                          E, G, Ed, Gd):  # pragma: no cover
     """Mean linear model and K deviation weight vectors in one pass over the centres.
@@ -47,25 +49,15 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     Ed : (N, K) per-atom energy deviations dw[k, s_i] · B_i, eV
     Gd : (P, 3, K) pair-gradient deviations, eV/Å
     """
-    N = centre_ptr.shape[0] - 1
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
     K = Ed.shape[1]
     nf = dw.shape[1]
-    nlm = (l_max + 1) * (l_max + 1)
-    nblock = n_r * nlm
-    n_mom = n_channels * nblock
     T = t_order.shape[0]
     n_slots = slot_v.shape[0]
     packed = t_pack.shape[0] == T and T > 0
-    mp = _max_pairs(centre_ptr)
-    mq = max(mp, 1)
-    nc = max(1, min(N, n_chunks))
     for c in prange(nc):
-        A = np.empty(n_mom)
-        dEdA = np.empty(n_mom)
-        U, R, dR, W, Q, dQ, CS, Y, dY = _workspace(mp, n_r, l_max)
-        part = np.empty(t_idx.shape[1])
-        cl = np.empty((nlm, mq))
-        dl = np.empty((nlm, mq))
+        ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
+        A, dEdA, U, R, dR, W, Q, dQ, CS, Y, dY, part, cl, dl = ws  # filled by _linear_centre, per centre
         X = np.empty((1, nf))
         Gs = np.empty(n_slots)
         dA2 = np.empty((n_mom, K))
@@ -74,19 +66,12 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
         dk = np.empty(nlm * K)
         wk = np.empty(4 * K)
         for i in range(c * N // nc, (c + 1) * N // nc):
+            s_i = centre_ch[i]
+            # mean model: exactly the per-centre step of ace_linear (fills A and the pair primitives)
+            E[i] = e0[s_i] + _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec, packed,
+                                            t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G)
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
-            s_i = centre_ch[i]
-            _centre_moments(pair_vec, pair_ch, p0, npi, r_cut, scale, n_r, l_max, F, C, U, R, dR, W, Q, dQ, CS, Y, dY,
-                            A, True)
-            # mean model: exactly the contraction and back-propagation of ace_linear
-            for v in range(n_mom):
-                dEdA[v] = 0.0
-            if packed:
-                E[i] = e0[s_i] + _contract_packed(o_ptr, t_pack, wt[s_i], A, dEdA)
-            else:
-                E[i] = e0[s_i] + _contract_backprop(T, t_order, t_idx, t_idx, wt[s_i], A, dEdA, part)
-            _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G)
             # committee: features B_i and sparse ∂B_f/∂A_v of this centre, shared by all members
             for f in range(nf):
                 X[0, f] = 0.0

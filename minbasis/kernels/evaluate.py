@@ -1,10 +1,16 @@
-"""Python entry points of the CPU kernels: one function per output, batch in, arrays out."""
+"""Python entry points of the CPU kernels: one function per output, batch in, arrays out.
+
+The library calls them through :class:`~minbasis.kernels.backend.CpuBackend`
+(``get_backend("cpu")``); all arrays are float64 NumPy arrays, N centre atoms, P pairs, M
+structures, F features.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .ace import ace_features, ace_linear, n_chunks_for, scatter_design, scatter_pair_gradients
+from .batching import sample_keys
 from .neighbours import Batch
 from .plan import EvaluationPlan
 
@@ -25,21 +31,6 @@ def features(plan: EvaluationPlan, batch: Batch, gradients: bool = False) -> tup
     return X, (J if gradients else None)
 
 
-def sample_keys(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique (centre i, atom k) sample keys i·N + k of a batch (every i has k = i), and
-    the inverse map of its P pair keys followed by its N self keys.
-
-    Returns
-    -------
-    keys : int64 (G,), G ≤ P + N samples
-    inverse : int64 (P + N,), the sample row of each pair, then of each centre's self sample
-    """
-    N = batch.n_atoms
-    P = len(batch.pair_i)
-    keys = np.concatenate([batch.pair_i * N + batch.pair_j, np.arange(N) * (N + 1)])
-    return np.unique(keys, return_inverse=True)
-
-
 def sample_gradients(plan: EvaluationPlan, batch: Batch, strain: bool = False, out: tuple | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Features with gradients per (centre i, atom k) sample, reduced inside the kernel.
@@ -52,8 +43,14 @@ def sample_gradients(plan: EvaluationPlan, batch: Batch, strain: bool = False, o
     -------
     X : (N, F) features
     samples : (G, 2) int64 rows [i, k] (batch-local), sorted; each i has a row k = i
+        (:func:`~minbasis.kernels.batching.sample_keys`)
     grads : (G, 3, F) ∂B_{i,f}/∂r_{k,a} in 1/Å
     strain : (N, 3, 3, F) ∂B_{i,f}/∂ε_ab, or None
+
+    Raises
+    ------
+    ValueError
+        ``out`` arrays of the wrong shapes, or without a strain array when ``strain`` is True.
     """
     N = batch.n_atoms
     P = len(batch.pair_i)

@@ -1,5 +1,11 @@
 """Array-module-generic evaluation of the kernels: the GPU path (CuPy), testable with NumPy.
 
+The rest of the library reaches this module through
+:class:`~minbasis.kernels.backend.GpuBackend` (``get_backend("gpu")``), and batches of
+structures through the driver loop that every backend shares
+(:func:`~minbasis.kernels.driver.describe_structures`); this module evaluates one neighbour
+batch at a time.
+
 Every function here takes an array module ``xp`` — :mod:`cupy` on a GPU, :mod:`numpy` for
 testing on any machine — and evaluates exactly what the Numba kernels of
 :mod:`minbasis.kernels.evaluate` evaluate, from the same :class:`~minbasis.kernels.plan.EvaluationPlan`
@@ -59,14 +65,11 @@ import numpy as np
 import scipy.sparse as sps
 
 from ..errors import MinbasisError
+from .batching import sample_keys
 from .neighbours import Batch
 from .plan import EvaluationPlan
 
-__all__ = ["DEVICES", "array_module", "to_numpy", "xp_features", "xp_sample_gradients", "xp_linear_energy_forces",
-           "describe_xp"]
-
-#: Values of the ``device`` argument of :func:`minbasis.describe` and ``LinearModel.predict``.
-DEVICES = ("cpu", "gpu")
+__all__ = ["array_module", "to_numpy", "xp_features", "xp_sample_gradients", "xp_linear_energy_forces"]
 
 _NUMPY_CHUNK_BYTES = 64 * 1024**2
 _GPU_CHUNK_BYTES_MAX = 8 * 1024**3
@@ -563,7 +566,7 @@ def xp_features(plan: EvaluationPlan, batch: Batch, xp, dtype=np.float64, gradie
 
 
 def xp_sample_gradients(plan: EvaluationPlan, batch: Batch, xp, dtype=np.float64, strain: bool = False,
-                        chunk_bytes: int | None = None):
+                        chunk_bytes: int | None = None, out: tuple | None = None):
     """Features with gradients per (centre i, atom k) sample, with array module ``xp``.
 
     Equal to :func:`minbasis.kernels.evaluate.sample_gradients`. The per-pair Jacobian of one
@@ -576,6 +579,10 @@ def xp_sample_gradients(plan: EvaluationPlan, batch: Batch, xp, dtype=np.float64
         As in :func:`xp_features`.
     strain : bool
         Also return the strain gradients.
+    out : (X, G, S), optional
+        ``xp`` arrays of ``dtype`` with the shapes below (S None without ``strain``) to write into,
+        for example slices of a larger result (every element is overwritten); by default they are
+        allocated.
 
     Returns
     -------
@@ -590,18 +597,27 @@ def xp_sample_gradients(plan: EvaluationPlan, batch: Batch, xp, dtype=np.float64
     ------
     MinbasisError, TypeError
         As :func:`xp_features`.
+    ValueError
+        ``out`` arrays of the wrong shapes, or without a strain array when ``strain`` is True.
     """
     dp, chunks = _prepare(plan, batch, xp, dtype, chunk_bytes, "gradients")
     N = batch.n_atoms
     P = len(batch.pair_i)
-    keys = np.concatenate([batch.pair_i * N + batch.pair_j, np.arange(N) * (N + 1)])
-    uniq, inv = np.unique(keys, return_inverse=True)
+    uniq, inv = sample_keys(batch)
     pair_sample, self_sample = inv[:P], inv[P:]
     sample_ptr = np.searchsorted(uniq // N, np.arange(N + 1))  # samples of centre i: [ptr[i], ptr[i+1])
     F = dp.F
-    X = xp.empty((N, F), dtype=dp.dtype)
-    G = xp.empty((len(uniq), 3, F), dtype=dp.dtype)
-    S = xp.empty((N, 3, 3, F), dtype=dp.dtype) if strain else None
+    if out is None:
+        X = xp.empty((N, F), dtype=dp.dtype)
+        G = xp.empty((len(uniq), 3, F), dtype=dp.dtype)
+        S = xp.empty((N, 3, 3, F), dtype=dp.dtype) if strain else None
+    else:
+        X, G, S = out
+        if strain and S is None:
+            raise ValueError("out must hold a strain array when strain=True")
+        S = S if strain else None
+        if X.shape != (N, F) or G.shape != (len(uniq), 3, F) or (strain and S.shape != (N, 3, 3, F)):
+            raise ValueError("out arrays have the wrong shapes for this batch")
 
     def sink(ck, Xc, J):
         X[ck.i0:ck.i1] = Xc
@@ -708,74 +724,3 @@ def xp_linear_energy_forces(plan: EvaluationPlan, batch: Batch, weights, e0, xp,
     per_struct = _Sparse(xp, batch.pair_struct, cols, np.ones(P), (batch.n_structures, P), dp.dtype)
     virial = per_struct.dot(xp, outer).reshape(batch.n_structures, 3, 3)
     return E, forces, virial
-
-
-def describe_xp(atoms_list, basis, xp, dtype=np.float64, *, gradients: bool = False, strain_gradients: bool = False,
-                progress: bool = False, chunk_bytes: int | None = None, batch_bytes: float | None = None):
-    """:func:`minbasis.describe` evaluated with array module ``xp`` (what ``device="gpu"`` runs).
-
-    Neighbour lists are built on the host (vesin) in batches of structures, as the CPU path does
-    (``batch_bytes`` bounds the estimated output of one batch, at 60 pairs per atom: default
-    4 × :data:`minbasis.describe.GRADIENT_BATCH_BYTES` = 2 GiB with gradients, 1 GiB without,
-    larger than on the CPU so that each batch gives the device enough work); each batch is
-    evaluated by :func:`xp_features` or :func:`xp_sample_gradients`, and the results are
-    concatenated on the device.
-
-    Parameters
-    ----------
-    atoms_list : list of ase.Atoms
-    basis : Basis
-    xp : module
-        :mod:`cupy` or :mod:`numpy`.
-    dtype : float64 or float32
-    gradients, strain_gradients, progress
-        As in :func:`minbasis.describe`.
-    chunk_bytes : int, optional
-        As in :func:`xp_features`.
-    batch_bytes : float, optional
-        Budget of one neighbour batch (see above).
-
-    Returns
-    -------
-    xp array ``dtype`` (total atoms, n_features), or :class:`minbasis.Descriptors` whose arrays
-    (features, gradient_samples, position_gradients, strain_gradients, atom_ptr) are ``xp``
-    arrays, with the shapes, dtypes (float ``dtype``, int64 indices) and units documented there.
-
-    Raises
-    ------
-    StructureError, SpeciesError
-        As :func:`minbasis.describe`.
-    MinbasisError
-        ``dtype`` other than float32/float64.
-    """
-    from .batching import GRADIENT_BATCH_BYTES, Descriptors, iter_batches
-
-    dt = _check_dtype(dtype)
-    F = basis.n_features
-    plan = basis.plan
-    bytes_per_pair = 3 * F * dt.itemsize * ((1.5 if strain_gradients else 1.0) if gradients else 0.0) + 64
-    if batch_bytes is None:
-        batch_bytes = 4 * GRADIENT_BATCH_BYTES if gradients else 1024**3
-    xs, samples, grads, strains, ptr = [], [], [], [], [0]
-    offset = 0
-    for _, _, batch in iter_batches(atoms_list, basis, batch_bytes, bytes_per_pair, "describe" if progress else None):
-        if gradients:
-            X, smp, G, S = xp_sample_gradients(plan, batch, xp, dt, strain=strain_gradients, chunk_bytes=chunk_bytes)
-            samples.append(smp + offset)
-            grads.append(G)
-            strains.append(S)
-        else:
-            X, _ = xp_features(plan, batch, xp, dt, chunk_bytes=chunk_bytes)
-        xs.append(X)
-        ptr.extend((batch.atom_ptr[1:] + offset).tolist())
-        offset += batch.n_atoms
-
-    def join(arrays):
-        return arrays[0] if len(arrays) == 1 else xp.concatenate(arrays, axis=0)
-
-    X = join(xs)
-    if not gradients:
-        return X
-    return Descriptors(features=X, gradient_samples=join(samples), position_gradients=join(grads),
-                       strain_gradients=join(strains) if strain_gradients else None,
-                       atom_ptr=xp.asarray(np.asarray(ptr, dtype=np.int64)))
