@@ -6,7 +6,6 @@ import os
 from typing import Sequence
 
 import numpy as np
-from ase.data import atomic_numbers
 
 from .errors import MinbasisError
 from .invariants.ace import MAX_ORDER

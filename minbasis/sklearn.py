@@ -18,7 +18,6 @@ Descriptors follow Drautz, PRB 99, 014104 (2019) (ACE); see :func:`minbasis.desc
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 import numpy as np
 from ase import Atoms

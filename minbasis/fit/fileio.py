@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from typing import Callable, Sequence
 
 import numpy as np

@@ -30,7 +30,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ..basis import Basis
 from ..describe import iter_batches
 from ..errors import MinbasisError
-from ..kernels import as_atoms_list, linear_energy_forces
+from ..kernels import as_atoms_list
 from ..kernels.committee import linear_energy_forces_committee
 from .data import matrix_to_voigt
 from .fidelity import resolve_fidelity, single_fidelity_names
@@ -252,16 +252,16 @@ class LinearModel:
             A ``fidelity`` other than None or the model's own (:func:`~minbasis.fit.fidelity.resolve_fidelity`);
             an unknown ``device``, or device="gpu" without CuPy or a usable CUDA device.
         """
-        resolve_fidelity(self.fidelities, fidelity)
-        xp = None
-        if device != "cpu":
-            from ..kernels.gpu import array_module, to_numpy, xp_linear_energy_forces
+        from ..kernels.backend import get_backend
 
-            xp = array_module(device)
+        resolve_fidelity(self.fidelities, fidelity)
+        backend = get_backend(device)
+        backend.require()
         atoms_list = as_atoms_list(atoms_or_list)
         plan = self.basis.plan
         acc = PredictionAccumulator()
-        with_committee = committee and xp is None and self.committee_weights is not None
+        with_committee = (committee and self.committee_weights is not None
+                          and "linear_energy_forces_committee" in backend.operations)
         if self.repulsion is None:
             bytes_per_pair = 64.0 + (24.0 * self.committee_size if with_committee else 0.0)
             batches = iter_batches(atoms_list, self.basis, 256 * 1024**2, bytes_per_pair, "predict" if progress else None)
@@ -278,10 +278,9 @@ class LinearModel:
                 E, Fo, W, dE, dF, dW = linear_energy_forces_committee(plan, batch, self.weights, self.e0,
                                                                       self.committee_weights, self.committee_e0)
                 acc.add_committee(chunk, batch, dE, dF, dW)
-            elif xp is None:
-                E, Fo, W = linear_energy_forces(plan, batch, self.weights, self.e0, folded=self.folded_weights())
             else:
-                E, Fo, W = (to_numpy(a) for a in xp_linear_energy_forces(plan, batch, self.weights, self.e0, xp))
+                E, Fo, W = (backend.to_numpy(a) for a in backend.linear_energy_forces(
+                    plan, batch, self.weights, self.e0, folded=self.folded_weights()))
             acc.add(chunk, batch, E, Fo, W)
         return acc.result(self.uncertainty if with_committee else None)
 

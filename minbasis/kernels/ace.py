@@ -33,8 +33,6 @@ through :class:`~minbasis.kernels.backend.CpuBackend`.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
