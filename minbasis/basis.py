@@ -12,7 +12,7 @@ from .invariants.ace import MAX_ORDER
 from .spec import BasisSpec
 from .validate import as_float, as_int, check_ace_size, check_r_cut, check_radial_scale, check_seed, check_species
 
-__all__ = ["Basis"]
+__all__ = ["Basis", "require_basis"]
 
 
 def _check_species_r_cut(species: Sequence[str], r_cut: float) -> list[str]:
@@ -407,3 +407,16 @@ class Basis:
             args = f"{len(h.get('parts', []))} parts" if "parts" in h else "custom invariants"
         return (f"Basis.{self.spec.family}(species={list(self.species)}, r_cut={self.r_cut}, {args}) "
                 f"[{self.spec.variant}: {self.n_features} features, hash {self.spec.hash[:10]}]")
+
+
+def require_basis(basis: object) -> Basis:
+    """``basis`` itself if it is a :class:`Basis`.
+
+    Raises
+    ------
+    TypeError
+        Anything else (e.g. a path or a dict: load it with :meth:`Basis.load` first).
+    """
+    if not isinstance(basis, Basis):
+        raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+    return basis

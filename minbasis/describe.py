@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from .basis import Basis
+from .basis import Basis, require_basis
 from .errors import MinbasisError
 from .kernels.backend import get_backend
 from .kernels.batching import GRADIENT_BATCH_BYTES, Descriptors, iter_batches  # noqa: F401 (re-exported)
@@ -71,8 +71,7 @@ def describe(atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, *, gradients:
     TypeError
         ``basis`` is not a :class:`~minbasis.Basis`.
     """
-    if not isinstance(basis, Basis):
-        raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+    require_basis(basis)
     if output not in ("numpy", "tensormap"):
         raise MinbasisError(f"output must be 'numpy' or 'tensormap', got {output!r}")
     backend = get_backend(device)  # MinbasisError for an unknown device

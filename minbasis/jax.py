@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase import Atoms
 
-from .basis import Basis
+from .basis import Basis, require_basis
 from .errors import MinbasisError
 from .kernels.autodiff import build_geometry
 from .kernels.backend import get_backend
@@ -144,8 +144,7 @@ class Structures:
     """
 
     def __init__(self, atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, positions=None, cell=None):
-        if not isinstance(basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+        require_basis(basis)
         self.atoms_list = as_atoms_list(atoms_or_list)
         self.basis = basis
         self.update(positions, cell)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .basis import Basis
+from .basis import Basis, require_basis
 from .errors import MinbasisError
 from .kernels.autodiff import PairGeometry, build_geometry
 from .kernels.backend import get_backend
@@ -200,8 +200,7 @@ class Structures:
     """
 
     def __init__(self, atoms_or_list: Atoms | Sequence[Atoms], basis: Basis, positions=None, cell=None):
-        if not isinstance(basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+        require_basis(basis)
         self.atoms_list = as_atoms_list(atoms_or_list)
         self.basis = basis
         self._build(None if positions is None else _np(torch.as_tensor(positions)),
@@ -320,8 +319,7 @@ class DescriptorModule(torch.nn.Module):
 
     def __init__(self, basis: Basis):
         super().__init__()
-        if not isinstance(basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(basis).__name__}")
+        require_basis(basis)
         self.basis = basis
         self.n_features = basis.n_features
         self.species = tuple(basis.species)

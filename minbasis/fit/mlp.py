@@ -58,7 +58,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from ase import Atoms
 
-from ..basis import Basis
+from ..basis import Basis, require_basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .atomic import (AtomicEnergyModel, DescriptorSet, check_finite, fit_e0, fit_standardiser, forces_from_gradients,
@@ -228,8 +228,7 @@ class MLPModel(AtomicEnergyModel):
             Parameter shapes that do not form a 1–2 hidden-layer network on this basis,
             non-finite values, non-positive std or scale, unknown activation.
         """
-        if not isinstance(self.basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(self.basis).__name__}")
+        require_basis(self.basis)
         if self.activation not in ACTIVATIONS:
             raise MinbasisError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}")
         C, F = len(self.basis.species), self.basis.n_features

@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from ..basis import Basis
+from ..basis import Basis, require_basis
 from ..describe import iter_batches
 from ..errors import MinbasisError
 from ..kernels import as_atoms_list
@@ -166,8 +166,7 @@ class LinearModel:
         MinbasisError
             ``weights`` not (n_species, n_features), ``e0`` not (n_species,), or non-finite values.
         """
-        if not isinstance(self.basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(self.basis).__name__}")
+        require_basis(self.basis)
         C, F = len(self.basis.species), self.basis.n_features
         self.weights = np.ascontiguousarray(self.weights, dtype=np.float64)
         self.e0 = np.ascontiguousarray(self.e0, dtype=np.float64)

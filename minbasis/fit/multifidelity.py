@@ -60,7 +60,7 @@ from typing import Sequence
 import numpy as np
 from ase import Atoms
 
-from ..basis import Basis
+from ..basis import Basis, require_basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import (Entry, LinearSystem, NormalEquations, RawRows, RowWeights, WeightedRows, accumulate_entries,
@@ -703,8 +703,7 @@ class MultiFidelityModel:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(self.basis).__name__}")
+        require_basis(self.basis)
         self.fidelities = [str(f) for f in self.fidelities]
         K, C, F = len(self.fidelities), len(self.basis.species), self.basis.n_features
         if K == 0 or len(set(self.fidelities)) != K or not all(self.fidelities):

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ..basis import Basis
+from ..basis import Basis, require_basis
 from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import NormalEquations, RawRows, weight_rows
@@ -180,8 +180,7 @@ class PolynomialModel(AtomicEnergyModel):
         MinbasisError
             Shapes inconsistent with the basis and polynomial features, or non-finite values.
         """
-        if not isinstance(self.basis, Basis):
-            raise TypeError(f"basis must be a minbasis.Basis, got {type(self.basis).__name__}")
+        require_basis(self.basis)
         C, F = len(self.basis.species), self.basis.n_features
         if self.poly.n_inputs != F:
             raise MinbasisError(f"polynomial features on {self.poly.n_inputs} inputs, basis has {F} features")
