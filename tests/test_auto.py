@@ -9,7 +9,7 @@ from ase.calculators.emt import EMT
 
 import minbasis as mb
 from minbasis.errors import LabelError, MinbasisError
-from minbasis.fit import LinearFitConfig, get_labels
+from minbasis.fit import get_labels
 from minbasis.fit.assembly import NormalEquations, RowWeights, accumulate
 from minbasis.fit.auto import (AutoFitConfig, project_seconds, _x, basis_degrees, fit_auto, radial_scale_for, shortest_distance,
                                stratified_split)

@@ -35,6 +35,7 @@ from minbasis.errors import MinbasisError
 from minbasis.kernels import build_batch, describe_structures, get_backend
 from minbasis.kernels.backend import CpuBackend, GpuBackend, KernelBackend
 from minbasis.kernels.primitives import harmonics_values, radial_values
+from _helpers import rattled_ethanol, strained
 
 
 def _gpu_usable() -> bool:
@@ -67,12 +68,6 @@ def backend(request) -> KernelBackend:
     return b
 
 
-def _ethanol() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=7)
-    return atoms
-
-
 def _alloy() -> Atoms:
     """Rattled, sheared 32-atom fcc cell of Cu, Ni and Al (periodic, triclinic)."""
     atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
@@ -93,7 +88,7 @@ def _basis(name: str) -> mb.Basis:
 
 
 #: structure, basis, atoms whose positions the finite-difference tests displace
-CASES = {"ethanol": (_ethanol, "hco", None), "alloy": (_alloy, "alloy", [0, 7, 20])}
+CASES = {"ethanol": (rattled_ethanol, "hco", None), "alloy": (_alloy, "alloy", [0, 7, 20])}
 
 
 @pytest.fixture(params=list(CASES))
@@ -110,17 +105,6 @@ def _batch(atoms, basis):
 
 def _features(backend, atoms, basis, **kw):
     return backend.to_numpy(backend.features(basis.plan, _batch(atoms, basis), **kw)[0])
-
-
-def _strained(atoms, eps):
-    """Homogeneous deformation r → r (1 + ε) (row vectors) of positions and cell."""
-    b = atoms.copy()
-    x = np.eye(3) + eps
-    if atoms.pbc.any():
-        b.set_cell(atoms.cell.array @ x, scale_atoms=True)
-    else:
-        b.positions = atoms.positions @ x
-    return b
 
 
 def assert_close(got, want, rtol, what):
@@ -171,13 +155,13 @@ def test_gpu_backend_without_cupy_fails_only_when_used(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     b = get_backend("gpu")  # constructing it imports nothing
     plan = _basis("hco").plan
-    batch = _batch(_ethanol(), _basis("hco"))
+    batch = _batch(rattled_ethanol(), _basis("hco"))
     with pytest.raises(MinbasisError, match="CuPy"):
         b.require()
     with pytest.raises(MinbasisError, match="CuPy"):
         b.features(plan, batch)
     with pytest.raises(MinbasisError, match="CuPy"):
-        mb.describe(_ethanol(), _basis("hco"), device="cuda")
+        mb.describe(rattled_ethanol(), _basis("hco"), device="cuda")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,8 +218,8 @@ def test_strain_gradients_finite_differences(backend, case):
         for c in range(3):
             e = np.zeros((3, 3))
             e[a, c] = h
-            fd[:, a, c] = (_features(backend, _strained(atoms, e), basis)
-                           - _features(backend, _strained(atoms, -e), basis)) / (2 * h)
+            fd[:, a, c] = (_features(backend, strained(atoms, e), basis)
+                           - _features(backend, strained(atoms, -e), basis)) / (2 * h)
     scale = np.abs(S).max()
     assert scale > 1e-2
     err = np.abs(S - fd).max() / scale
@@ -283,7 +267,7 @@ def test_virial_equals_strain_derivative_of_energy(backend, case):
         for c in range(3):
             e = np.zeros((3, 3))
             e[a, c] = h
-            dE[a, c] = (energy(_strained(atoms, e)) - energy(_strained(atoms, -e))) / (2 * h)
+            dE[a, c] = (energy(strained(atoms, e)) - energy(strained(atoms, -e))) / (2 * h)
     scale = np.abs(W).max()
     assert scale > 1e-3
     assert np.abs(W + dE).max() <= 1e-6 * scale, f"virial {W} != −∂E/∂ε {-dE}"  # W = −∂E/∂ε
@@ -304,7 +288,7 @@ def test_driver_batches_give_one_result(backend):
     """The one driver loop: one batch per structure equals one batch for all (features, samples,
     position and strain gradients, offsets), on every backend."""
     basis = _basis("hco")
-    mols = [_ethanol(), molecule("H2O"), _ethanol()]
+    mols = [rattled_ethanol(), molecule("H2O"), rattled_ethanol()]
     mols[2].rattle(0.03, seed=5)
     one = describe_structures(mols, basis.plan, backend, gradients=True, strain_gradients=True)
     many = describe_structures(mols, basis.plan, backend, gradients=True, strain_gradients=True, batch_bytes=1)

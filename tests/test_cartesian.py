@@ -35,6 +35,7 @@ from minbasis.local_completeness import neighbour_rank
 from minbasis.local_completeness import rank_bound as max_neighbour_rank
 from minbasis.invariants.cartesian import cartesian_to_spherical_exact
 from minbasis.kernels.primitives import radial_values
+from _helpers import strained
 
 # docs/theory/cartesian.md: number of HIP-HOP-NN invariants for one radial channel
 HIPHOP_COUNTS = {(1, 0): 1, (1, 1): 1, (1, 2): 1, (1, 3): 1,
@@ -52,17 +53,6 @@ def assert_features_equal(X, Xref, rtol=1e-10, what=""):
     scale = np.maximum(np.abs(Xref).max(axis=0), 1e-12 * np.abs(Xref).max())
     err = np.abs(X - Xref) / scale[None, :]
     assert err.max() <= rtol, f"{what}: max relative deviation {err.max():.3e}"
-
-
-def _strained(atoms, eps):
-    """Homogeneous deformation r → r (1 + ε) of positions and cell."""
-    b = atoms.copy()
-    x = np.eye(3) + eps
-    if atoms.pbc.any():
-        b.set_cell(atoms.cell.array @ x, scale_atoms=True)
-    else:
-        b.positions = atoms.positions @ x
-    return b
 
 
 def _dense_position_jacobian(desc, n_atoms):
@@ -583,7 +573,7 @@ def test_position_and_strain_gradients_finite_differences(case):
         for c in range(3):
             e = np.zeros((3, 3))
             e[a, c] = h
-            Xp, Xm = mb.describe(_strained(atoms, e), basis), mb.describe(_strained(atoms, -e), basis)
+            Xp, Xm = mb.describe(strained(atoms, e), basis), mb.describe(strained(atoms, -e), basis)
             fdS[:, a, c] = (Xp - Xm) / (2 * h)
     s_scale = np.abs(S).max()
     assert np.abs(S - fdS).max() <= 1e-6 * s_scale

@@ -9,7 +9,6 @@ results. The number of examples is bounded so the file runs in well under a minu
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os

@@ -21,6 +21,7 @@ from minbasis.errors import MinbasisError
 from minbasis.fit import LinearModel
 from minbasis.kernels import build_batch, describe_structures, features, get_backend, gpu, linear_energy_forces
 from minbasis.kernels.evaluate import sample_gradients
+from _helpers import rattled_ethanol
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-5}
 
@@ -42,12 +43,6 @@ def _cupy_or_skip():
 @pytest.fixture(params=["numpy", "cupy"])
 def xp(request):
     return np if request.param == "numpy" else _cupy_or_skip()
-
-
-def _ethanol() -> Atoms:
-    atoms = molecule("CH3CH2OH")
-    atoms.rattle(0.05, seed=7)
-    return atoms
 
 
 def _alloy() -> Atoms:
@@ -72,7 +67,7 @@ _BASES = {
     "cart-mol": lambda: mb.Basis.cartesian(["H", "C", "O"], 4.0, 2, 2, 3),
     "cart-cell": lambda: mb.Basis.cartesian(["Cu", "Ni", "Al"], 4.5, 2, 3, 3),
 }
-CASES = {"ethanol-ace": (_ethanol, "ace3"), "ethanol-cartesian": (_ethanol, "cart-mol"),
+CASES = {"ethanol-ace": (rattled_ethanol, "ace3"), "ethanol-cartesian": (rattled_ethanol, "cart-mol"),
          "alloy-ace": (_alloy, "ace4"), "alloy-cartesian": (_alloy, "cart-cell"),
          "copper-ace": (_copper, "ace-cu-linear-map")}
 _CACHE: dict = {}
@@ -170,7 +165,7 @@ def test_isolated_atoms_and_several_structures():
     plan = basis.plan
     lone = Atoms("H", positions=[[0.0, 0.0, 0.0]])
     pair = Atoms("CO", positions=[[0.0, 0.0, 0.0], [0.0, 0.0, 1.2]])
-    atoms = [_ethanol(), lone, pair, lone.copy()]
+    atoms = [rattled_ethanol(), lone, pair, lone.copy()]
     batch = build_batch(atoms, plan.species, plan.numbers, plan.r_cut)
     X, J = features(plan, batch, gradients=True)
     _, samples, G, S = sample_gradients(plan, batch, strain=True)
@@ -223,7 +218,7 @@ def _describe_device(xp):
 
 def test_describe_on_device_equals_cpu(xp):
     basis = _basis("ace3")
-    mols = [_ethanol(), molecule("H2O"), _ethanol().copy()]
+    mols = [rattled_ethanol(), molecule("H2O"), rattled_ethanol().copy()]
     mols[2].rattle(0.03, seed=5)
     dev = _describe_device(xp)
     assert_close(mb.describe(mols, basis, device=dev), mb.describe(mols, basis), 1e-10, "describe")
@@ -272,10 +267,10 @@ def test_gpu_without_cupy_raises_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     basis = _basis("ace3")
     with pytest.raises(MinbasisError, match="CuPy"):
-        mb.describe(_ethanol(), basis, device="gpu")
+        mb.describe(rattled_ethanol(), basis, device="gpu")
     model = LinearModel(basis, weights=np.zeros((3, basis.n_features)), e0=np.zeros(3))
     with pytest.raises(MinbasisError, match="CuPy"):
-        model.predict(_ethanol(), device="gpu")
+        model.predict(rattled_ethanol(), device="gpu")
 
 
 def test_gpu_without_cuda_device_raises_clear_error(monkeypatch):
@@ -290,7 +285,7 @@ def test_gpu_without_cuda_device_raises_clear_error(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "cupy", _NoDevice)
     with pytest.raises(MinbasisError, match="no usable CUDA device"):
-        mb.describe(_ethanol(), _basis("ace3"), device="gpu")
+        mb.describe(rattled_ethanol(), _basis("ace3"), device="gpu")
 
     class _ZeroDevices:
         class cuda:
@@ -307,9 +302,9 @@ def test_gpu_without_cuda_device_raises_clear_error(monkeypatch):
 def test_bad_arguments():
     basis = _basis("ace3")
     plan = basis.plan
-    batch = build_batch([_ethanol()], plan.species, plan.numbers, plan.r_cut)
+    batch = build_batch([rattled_ethanol()], plan.species, plan.numbers, plan.r_cut)
     with pytest.raises(MinbasisError, match="unknown device"):
-        mb.describe(_ethanol(), basis, device="tpu")
+        mb.describe(rattled_ethanol(), basis, device="tpu")
     assert gpu.array_module("cpu") is None and gpu.array_module("numpy-reference") is np
     with pytest.raises(MinbasisError, match="dtype"):
         gpu.xp_features(plan, batch, np, np.float16)
@@ -320,7 +315,7 @@ def test_bad_arguments():
     with pytest.raises(TypeError):
         gpu.xp_features(basis, batch, np)
     with pytest.raises(TypeError):
-        gpu.xp_features(plan, [_ethanol()], np)
+        gpu.xp_features(plan, [rattled_ethanol()], np)
 
 
 def test_helpers():

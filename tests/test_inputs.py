@@ -312,7 +312,7 @@ def test_numpy_and_integral_hyper_parameters_are_accepted():
 def test_radial_scale_overflow_in_a_loaded_file_is_refused(tmp_path, basis):
     d = basis.spec.to_dict()
     d["radial"] = dict(d["radial"], scale=800.0)
-    from minbasis.spec import BasisSpec, canonical_hash
+    from minbasis.spec import BasisSpec
 
     d["hash"] = BasisSpec(family=d["family"], variant=d["variant"], species=d["species"], r_cut=d["r_cut"],
                           radial=d["radial"], hyper=d["hyper"], invariants=d["invariants"], pruning=None).hash

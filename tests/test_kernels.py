@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 import minbasis as mb
 from minbasis.fit import LinearModel
 from minbasis.kernels.primitives import harmonics_values, radial_values
+from _helpers import strained
 
 # structure fixture, basis fixture; the three cases of the acceptance criteria: a molecule,
 # a triclinic periodic cell (single species) and a triclinic multi-species periodic cell
@@ -395,17 +396,6 @@ def test_position_gradients_finite_differences(case):
     assert np.abs(J.sum(axis=1)).max() <= 1e-10 * scale
 
 
-def _strained(atoms, eps):
-    """Homogeneous deformation r → r (1 + ε) (row vectors), applied to positions and cell."""
-    b = atoms.copy()
-    x = np.eye(3) + eps
-    if atoms.pbc.any():
-        b.set_cell(atoms.cell.array @ x, scale_atoms=True)
-    else:
-        b.positions = atoms.positions @ x
-    return b
-
-
 def test_strain_gradients_finite_differences(case):
     atoms, basis = case
     desc = mb.describe(atoms, basis, gradients=True, strain_gradients=True)
@@ -417,7 +407,7 @@ def test_strain_gradients_finite_differences(case):
         for b in range(3):
             e = np.zeros((3, 3))
             e[a, b] = h
-            fd[:, a, b] = (_feat(_strained(atoms, e), basis) - _feat(_strained(atoms, -e), basis)) / (2 * h)
+            fd[:, a, b] = (_feat(strained(atoms, e), basis) - _feat(strained(atoms, -e), basis)) / (2 * h)
     scale = np.abs(S).max()
     assert scale > 1e-2
     err = np.abs(S - fd).max() / scale
@@ -492,7 +482,7 @@ def test_linear_model_energy_forces_stress_finite_differences(case):
         for b in range(3):
             e = np.zeros((3, 3))
             e[a, b] = h
-            sigma[a, b] = (_energy(model, _strained(atoms, e)) - _energy(model, _strained(atoms, -e))) / (2 * h * V)
+            sigma[a, b] = (_energy(model, strained(atoms, e)) - _energy(model, strained(atoms, -e))) / (2 * h * V)
     stress = pred.stress[0]
     assert stress.shape == (6,)
     s_scale = np.abs(stress).max()

@@ -13,7 +13,7 @@ from minbasis.errors import LabelError, FileFormatError, MinbasisError
 from minbasis.fit import LinearModel, read_structures
 from minbasis.fit.fidelity import FidelityData, load_fit_config, parse_data_spec
 from minbasis.fit.network import Architecture
-from minbasis.fit.multifidelity import (MultiFidelityModel, PIWSLConfig, block_from_rows, design_rows,
+from minbasis.fit.multifidelity import (MultiFidelityModel, PIWSLConfig, design_rows,
                                         fidelity_blocks, fit_blocks, fit_linear_mf, fit_linear_prior, piwsl_rows,
                                         solve_delta)
 
@@ -244,8 +244,8 @@ def test_cli_roundtrip(tmp_path, frames, basis, capsys):
     rc = main(["evaluate", str(out), str(test), "--energy-key", "energy_high", "--no-forces", "--json"])
     assert rc == 2 and "--fidelity" in capsys.readouterr().err
     cfg = tmp_path / "fit.toml"
-    cfg.write_text(f'basis = "basis.json"\ncoupling = "none"\n[[data]]\nfile = "train.extxyz"\nfidelity = "high"\n'
-                   f'energy_key = "energy_high"\n')
+    cfg.write_text('basis = "basis.json"\ncoupling = "none"\n[[data]]\nfile = "train.extxyz"\nfidelity = "high"\n'
+                   'energy_key = "energy_high"\n')
     rc = main(["fit", "--config", str(cfg), "-o", str(tmp_path / "m2.npz")])
     assert rc == 0
     assert mb.fit.load_model(tmp_path / "m2.npz").info["coupling"] == "none"
