@@ -39,12 +39,9 @@ from ase.io import write
 HERE = Path(__file__).resolve().parent
 #: The command line of this checkout's minbasis (run from the repository root).
 MB = [sys.executable, "-m", "minbasis.cli"]
-DATA = Path(os.environ.get("MINBASIS_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
 
-DATASETS = {
-    "alloy": {"file": "cu_alloy_emt.extxyz", "keys": []},
-    "ethanol": {"file": "ethanol_mf.extxyz", "keys": ["--energy-key", "energy_high", "--forces-key", "forces_high"]},
-}
+#: Label flags of the command lines per data set (files and split: accuracy.DATASETS, shared_split).
+CLI_KEYS = {"alloy": [], "ethanol": ["--energy-key", "energy_high", "--forces-key", "forces_high"]}
 
 
 def sh(cmd: list[str], log: Path) -> tuple[float, str]:
@@ -61,20 +58,15 @@ def sh(cmd: list[str], log: Path) -> tuple[float, str]:
 
 def run(name: str, work: Path, budget: float | None) -> dict:
     sys.path.insert(0, str(HERE.parent))
-    from minbasis.fit import read_structures
-    from minbasis.fit.compare import holdout_split
+    sys.path.insert(0, str(HERE))
+    from accuracy import DATASETS, shared_split
 
-    cfg = DATASETS[name]
-    path = DATA / cfg["file"]
-    if not path.exists():
-        sys.exit(f"{path} not found: set MINBASIS_SHARED_DATA to the shared data folder")
-    frames = read_structures(path)
-    test_idx, train_idx = holdout_split(len(frames), 0, 0.2)
+    train, test = shared_split(DATASETS[name]["file"])
     w = work / name
     w.mkdir(parents=True, exist_ok=True)
-    write(w / "train.extxyz", [frames[i] for i in train_idx])
-    write(w / "test.extxyz", [frames[i] for i in test_idx])
-    keys = cfg["keys"]
+    write(w / "train.extxyz", train)
+    write(w / "test.extxyz", test)
+    keys = CLI_KEYS[name]
     extra = ["--budget-minutes", str(budget)] if budget else []
     t_auto, _ = sh([*MB, "fit", str(w / "train.extxyz"), "-o", str(w / "auto.npz"), *keys, *extra],
                    w / "auto_fit.log")
@@ -97,7 +89,7 @@ def run(name: str, work: Path, budget: float | None) -> dict:
                 w / "default_eval.log")
     def_eval = json.loads(out)
     fa, fd = auto_eval["forces_mae"], def_eval["forces_mae"]
-    return {"n_train": len(train_idx), "n_test": len(test_idx), "split": "default_rng(0).permutation, first 20% test",
+    return {"n_train": len(train), "n_test": len(test), "split": "default_rng(0).permutation, first 20% test",
             "chosen": chosen, "features_per_species": int(b.n_features), "r_cut": r_cut,
             "radial_scale_auto": model.info["auto"]["radial_scale"],
             "auto": {"fit_seconds": t_auto, "test": auto_eval},
@@ -107,7 +99,7 @@ def run(name: str, work: Path, budget: float | None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=["alloy", "ethanol", "both"], default="both")
+    ap.add_argument("--dataset", choices=[*CLI_KEYS, "both"], default="both")
     ap.add_argument("--work", default="/tmp/minbasis-auto-defaults")
     ap.add_argument("--budget-minutes", type=float, default=None, help="passed to the automatic fit (default: its own)")
     ap.add_argument("--out", default=str(HERE / "results" / "auto_defaults.json"))
