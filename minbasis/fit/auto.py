@@ -308,12 +308,14 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
     one = {"energy": RowWeights(1.0, 0.0, 0.0), "forces": RowWeights(0.0, 1.0, 0.0),
            "stress": RowWeights(0.0, 0.0, 1.0)}
 
-    def try_basis(k: int, hp: dict, s: float) -> tuple[float, float, float]:
+    def ace(hp: dict, s: float) -> Basis:
+        return Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=s)
+
+    def try_basis(k: int, hp: dict, basis: Basis, t0: float) -> tuple[float, float, float]:
         """Stream the data once into per-part, per-observable normal equations of this basis and
         score every weight triple (prior power by evidence); rows appended; (assembly, solve,
-        prediction) seconds."""
-        t0 = time.perf_counter()
-        basis = Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=s)
+        prediction) seconds, the assembly counted from ``t0`` (before the basis was built)."""
+        s = basis.spec.radial["scale"]
         P = C * basis.n_features
         acc = {(p, o): NormalEquations(P, C) for p in parts for o in ("energy", "forces", "stress")}
         for p, idx in parts.items():
@@ -353,7 +355,9 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
 
     steps: list[tuple[int, tuple[float, float, float]]] = []  # (P, (assembly, solve, prediction) s) per basis
     for k, hp in enumerate(cfg.candidates or candidate_bases(len(species))):
-        P = C * Basis.ace(species, cfg.r_cut, hp["n_max"], hp["l_max"], hp["order"], radial_scale=scale).n_features
+        t0 = time.perf_counter()
+        basis = ace(hp, scale)
+        P = C * basis.n_features
         if P > cfg.max_columns:
             say(f"  skip {P} columns (> max_columns {cfg.max_columns})")
             break
@@ -364,11 +368,12 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
                 say(f"  stop: a basis of {P} columns would take about {projected:.0f} s "
                     f"({elapsed:.0f} s of {budget:.0f} s used)")
                 break
-        steps.append((P, try_basis(k, hp, scale)))
+        steps.append((P, try_basis(k, hp, basis, t0)))
         if k == 0 and len(scales) > 1:
             # the radial scale is chosen on the smallest basis: the rule's s < 0 against s = 0
             for s_alt in scales[1:]:
-                try_basis(k, hp, s_alt)
+                t_alt = time.perf_counter()
+                try_basis(k, hp, ace(hp, s_alt), t_alt)
             sc = _val_score(rows)
             best_s = {s_: min(v for r_, v in zip(rows, sc) if r_["radial_scale"] == s_) for s_ in scales}
             scale = min(scales, key=lambda s_: best_s[s_])
