@@ -199,8 +199,7 @@ def _with_radial_note(basis: Basis, r_min: float, x_min: float, rule: float, cho
     radial = dict(basis.spec.radial)
     radial["data"] = {"rule": f"0.9 × shortest distance → x = {x_min}", "shortest_distance": round(float(r_min), 6),
                       "rule_scale": round(float(rule), 4),
-                      "choice": "the rule's scale" if chosen == rule else
-                      ("s = 0 (rule gave s < 0; s = 0 validated better)" if rule < 0 else "the rule's scale")}
+                      "choice": "the rule's scale" if chosen == rule else "s = 0 (rule gave s < 0; s = 0 validated better)"}
     return Basis(replace(basis.spec, radial=radial, hash=""))
 
 
