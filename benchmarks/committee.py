@@ -12,7 +12,8 @@ where σ_noise is the RMS training residual of each observable (the default nois
 ``LinearFitConfig.uncertainty_noise="residuals"``), and, for comparison, with the evidence's
 noise level 1/√α divided by the row weight (``"evidence"``) and with the committee spread
 alone (``"none"``); and with a factor t on the whole σ chosen on 20 % of the training
-frames (``LinearFitConfig.calibration_fraction=0.2``). Then time one ASE
+frames (``LinearFitConfig.calibration_fraction=0.2``; one factor each for forces, energies and
+stresses). Then time one ASE
 calculator step (energy + forces) with and without the committee on a 108-atom Cu-Ni-Al cell
 and on ethanol.
 
@@ -99,13 +100,13 @@ def run(name: str, committee: int) -> dict:
         alt = dataclasses.replace(model, uncertainty=dict(model.uncertainty, **u))
         cal = calibration(np.arange(len(test)), labels, alt.predict(test))
         out[f"test_calibration_noise_{noise}"] = dict(cal, **u)
-    # factor t on the whole σ chosen on a validation split inside the training frames
-    # (LinearFitConfig(calibration_fraction=0.2): the same final model, t from a sub-fit)
+    # factors on σ chosen on a validation split inside the training frames (forces, energies,
+    # stresses; LinearFitConfig(calibration_fraction=0.2): the same final model, t from a sub-fit)
     cfg = LinearFitConfig(committee=committee, calibration_fraction=0.2)
     t_cal = calibration_factor(basis, train, get_labels(train, **ds["keys"]), tuple(ds["keys"].values()), cfg)
-    cal_model = dataclasses.replace(model, uncertainty=dict(model.uncertainty, calibration=t_cal))
+    cal_model = dataclasses.replace(model, uncertainty=dict(model.uncertainty, **t_cal))
     out["test_calibration_validation_factor"] = dict(
-        calibration(np.arange(len(test)), labels, cal_model.predict(test)), calibration=t_cal)
+        calibration(np.arange(len(test)), labels, cal_model.predict(test)), **t_cal)
     out["per_config_type_forces_within_1sigma"] = {
         ct: calibration(np.flatnonzero(labels.config_type == ct), labels, pred).get("forces_within_1sigma")
         for ct in sorted(set(labels.config_type.tolist()))}

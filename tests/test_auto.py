@@ -85,19 +85,22 @@ def test_fit_auto_selects_on_validation_and_records_its_choice(cells):
     lines = []
     m = fit_auto(cells, stress_key="stress", config=cfg, log=lines.append)
     auto = m.info["auto"]
-    rule = radial_scale_for(auto["shortest_distance"], 5.0)
-    assert rule < 0 and auto["radial_scale_rule"] == rule
-    # the rule's s < 0 is tried against s = 0 on the smallest basis (2 weight rows each), then
-    # the larger basis only with the scale that validated better
+    rules = {rc: radial_scale_for(auto["shortest_distance"], rc) for rc in (5.0, 6.0)}
+    assert max(rules.values()) < 0 and auto["radial_scale_rule"] == rules[auto["r_cut"]]
+    # on the smallest basis (2 weight rows each) both cutoffs, each with the rule's s < 0 and
+    # s = 0; then the larger basis only with the (r_cut, s) that validated better
     table = auto["table"]
-    assert len(table) == 6 and auto["choice"] in table
-    assert {r["radial_scale"] for r in table if r["candidate"] == 0} == {0.0, rule}
+    assert len(table) == 10 and auto["choice"] in table
+    assert {(r["r_cut"], r["radial_scale"]) for r in table if r["candidate"] == 0} == {
+        (rc, s) for rc in (5.0, 6.0) for s in (0.0, rules[rc])}
     first = [r for r in table if r["candidate"] == 0]
     best_first = min(first, key=lambda r: r["score"])
-    assert {r["radial_scale"] for r in table if r["candidate"] == 1} == {best_first["radial_scale"]}
+    assert {(r["r_cut"], r["radial_scale"]) for r in table if r["candidate"] == 1} == {
+        (best_first["r_cut"], best_first["radial_scale"])}
     assert auto["choice"]["score"] == min(r["score"] for r in table)
     assert m.basis.spec.radial["scale"] == auto["radial_scale"] == auto["choice"]["radial_scale"]
-    assert m.basis.spec.radial["data"]["rule_scale"] == pytest.approx(rule, abs=1e-4)
+    assert m.basis.spec.r_cut == auto["r_cut"] == auto["choice"]["r_cut"]
+    assert m.basis.spec.radial["data"]["rule_scale"] == pytest.approx(rules[auto["r_cut"]], abs=1e-4)
     assert m.basis.spec.radial["data"]["shortest_distance"] == pytest.approx(auto["shortest_distance"])
     assert any("chosen" in line for line in lines)
     p = m.predict(cells)
@@ -105,8 +108,24 @@ def test_fit_auto_selects_on_validation_and_records_its_choice(cells):
     assert np.sqrt(np.mean((p.energy - ref) ** 2)) < np.std(ref)
     # a tiny budget stops after the first candidate
     small = fit_auto(cells, stress_key="stress", log=None,
-                     config=AutoFitConfig(budget_minutes=1e-4, candidates=cfg.candidates, weights=[(30, 1, 30)]))
+                     config=AutoFitConfig(budget_minutes=1e-4, candidates=cfg.candidates, weights=[(30, 1, 30)],
+                                          r_cut=5.0))
     assert {r["candidate"] for r in small.info["auto"]["table"]} == {0}
+    assert {r["r_cut"] for r in small.info["auto"]["table"]} == {5.0}  # a given cutoff is not searched
+    # one factor on σ chosen on the validation split (default), none when switched off
+    t = small.uncertainty["calibration"]
+    assert small.committee_size == 32 and t > 0 and t != 1.0
+    assert small.info["committee"]["calibration"] == t
+    raw = fit_auto(cells, stress_key="stress", log=None,
+                   config=AutoFitConfig(budget_minutes=1e-4, candidates=cfg.candidates, weights=[(30, 1, 30)],
+                                        r_cut=5.0, calibrate=False))
+    assert raw.uncertainty["calibration"] == 1.0
+    np.testing.assert_allclose(raw.weights, small.weights)
+    pr, ps = raw.predict(cells[:2]), small.predict(cells[:2])
+    np.testing.assert_allclose(ps.forces_std[0], t * pr.forces_std[0], rtol=1e-10)
+    te, ts = small.uncertainty["calibration_energy"], small.uncertainty["calibration_stress"]
+    np.testing.assert_allclose(ps.energy_std, te * pr.energy_std, rtol=1e-10)
+    np.testing.assert_allclose(ps.stress_std, ts * pr.stress_std, rtol=1e-10)
     with pytest.raises(LabelError, match="at least 5"):
         fit_auto(cells[:3], log=None)
     with pytest.raises(MinbasisError, match="validation_fraction"):
@@ -171,3 +190,37 @@ def test_budget_projection_uses_the_measured_growth():
     assert project_seconds(steps, 400) == pytest.approx(400 + 800 + 2)
     with pytest.raises(MinbasisError):
         project_seconds([], 10)
+
+
+def test_explicit_fit_smoothness_prior_chosen_by_evidence(cells):
+    from minbasis.fit import LinearFitConfig, fit_linear
+    from minbasis.fit.linear import linear_equations
+    from minbasis.fit.solvers import SMOOTHNESS_POWERS, BayesianRidge, smoothness_weights, solve_system
+
+    basis = mb.Basis.ace(["Cu", "Ni"], 5.0, [5, 3, 2], [0, 2, 1], 3, radial_scale=0.0)
+    deg = basis_degrees(basis)
+    assert deg.min() >= 1 and deg.max() > deg.min()
+    np.testing.assert_allclose(smoothness_weights(deg, 0.2, "exponential"), np.exp(0.2 * deg))
+    np.testing.assert_allclose(smoothness_weights(deg, 2.0), (1 + deg) ** 2)
+    plain = fit_linear(basis, cells, stress_key="stress", config=LinearFitConfig(committee=0))
+    for kind in SMOOTHNESS_POWERS:
+        m = fit_linear(basis, cells, stress_key="stress", config=LinearFitConfig(committee=0, smoothness_prior=kind))
+        ev = m.info["smoothness_log_evidence"]
+        assert set(ev) == set(SMOOTHNESS_POWERS[kind]) and m.info["smoothness_prior"] == kind
+        assert m.info["smoothness_power"] == max(ev, key=ev.get)  # the power of largest evidence
+        assert m.info["log_evidence"] == pytest.approx(max(ev.values()))
+    # a given power: the same solution as the solver with those prior weights
+    cfg = LinearFitConfig(committee=0, smoothness_prior="algebraic", smoothness_power=4.0)
+    m4 = fit_linear(basis, cells, stress_key="stress", config=cfg)
+    eq = linear_equations(basis, cells, get_labels(cells, stress_key="stress"), cfg)
+    ref = solve_system(eq.system(), BayesianRidge(), prior_weights=smoothness_weights(deg, 4.0))
+    np.testing.assert_allclose(m4.weights.ravel(), ref.coef, rtol=1e-8, atol=1e-12)
+    # the prior damps the high-degree coefficients relative to the isotropic prior
+    hi = deg >= np.quantile(deg, 0.75)
+    assert np.linalg.norm(m4.weights.ravel()[hi]) < np.linalg.norm(plain.weights.ravel()[hi])
+    with pytest.raises(MinbasisError, match="smoothness_prior"):
+        LinearFitConfig(smoothness_prior="gaussian")
+    with pytest.raises(MinbasisError, match="needs solver 'bayesian'"):
+        LinearFitConfig(smoothness_prior="algebraic", solver="ridge")
+    with pytest.raises(MinbasisError, match="smoothness_power"):
+        LinearFitConfig(smoothness_prior="algebraic", smoothness_power=-1.0)

@@ -254,8 +254,50 @@ def test_calibration_factor_near_one_on_a_well_specified_problem(cu_small, synth
     model = fit_linear(cu_small, train, config=LinearFitConfig(committee=16, calibration_fraction=0.25))
     t = model.uncertainty["calibration"]
     assert 0.8 < t < 1.25 and model.info["committee"]["calibration"] == t
+    te = model.uncertainty["calibration_energy"]  # energies get their own factor
+    assert 0.5 < te < 2.0 and te != t
     base = fit_linear(cu_small, train, config=LinearFitConfig(committee=16))
     np.testing.assert_allclose(model.predict(test[:1]).forces_std[0], t * base.predict(test[:1]).forces_std[0],
                                rtol=1e-10)
+    np.testing.assert_allclose(model.predict(test[:3]).energy_std, te * base.predict(test[:3]).energy_std, rtol=1e-10)
     with pytest.raises(MinbasisError, match="calibration_fraction"):
         LinearFitConfig(calibration_fraction=1.0)
+
+
+def test_calibration_scale_minimises_the_crps():
+    from types import SimpleNamespace
+
+    from scipy.stats import norm
+
+    from minbasis.fit.data import Labels
+    from minbasis.fit.linear import calibration_scale
+
+    rng = np.random.default_rng(3)
+
+    def scale_of(err, sigma):
+        pred = SimpleNamespace(forces=[err], forces_std=[np.broadcast_to(sigma, err.shape)], energy_std=None)
+        labels = Labels(energy=None, forces=[np.zeros_like(err)], stress=None, config_type=np.array(["x"]))
+        return calibration_scale(pred, labels)
+
+    def crps(err, sigma):
+        u = np.abs(err) / sigma
+        return np.mean(sigma * (u * (2 * norm.cdf(u) - 1) + 2 * norm.pdf(u) - 1 / np.sqrt(np.pi)))
+
+    # Gaussian errors of std 0.2 with σ = 0.1: the proper score recovers t = 2
+    err = rng.normal(0.0, 0.2, size=(20000, 3))
+    assert scale_of(err, 0.1) == pytest.approx(2.0, rel=0.03)
+    # per-point σ (heteroscedastic): errors drawn with std 3σ_i give t = 3
+    sig = rng.uniform(0.05, 0.5, size=(20000, 3))
+    t = scale_of(rng.normal(0.0, 1.0, size=sig.shape) * 3 * sig, sig)
+    assert t == pytest.approx(3.0, rel=0.03)
+    # heavy tails (Student t, 3 dof): the minimum of the mean CRPS, between the factor that
+    # matches the 68 % quantile and the log-likelihood's sqrt(mean z²)
+    err = rng.standard_t(3, size=(20000, 3))
+    z = np.abs(err).ravel()
+    t = scale_of(err, 1.0)
+    for f in (0.97, 1.03):
+        assert crps(err, t) < crps(err, f * t)
+    assert np.quantile(z, 0.6827) < t < np.sqrt(np.mean(z**2))
+    with pytest.raises(MinbasisError, match="committee"):
+        calibration_scale(SimpleNamespace(forces=[err], forces_std=None, energy_std=None),
+                          Labels(energy=None, forces=[err], stress=None, config_type=np.array(["x"])))

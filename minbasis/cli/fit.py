@@ -28,7 +28,8 @@ __all__ = ["add_parser", "run", "LINEAR_FIT_OPTIONS"]
 #: ``fit`` options of the linear and polynomial models: option dest → LinearFitConfig field.
 LINEAR_FIT_OPTIONS = {"energy_weight": "energy_weight", "forces_weight": "forces_weight",
                       "stress_weight": "stress_weight", "solver": "solver", "alpha": "alpha",
-                      "calibrate": "calibration_fraction"}
+                      "calibrate": "calibration_fraction", "smoothness_prior": "smoothness_prior",
+                      "smoothness_power": "smoothness_power"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -116,9 +117,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "calibration_fraction": dict(
             flag="--calibrate", type=float, metavar="F",
             help="linear with committee: choose a factor on the predicted std on a held-out fraction F of the "
-                 "training frames (stratified by config_type), so that 68.3 %% of its force errors lie within 1σ; "
+                 "training frames (stratified by config_type), the one of least mean CRPS of its errors (one "
+                 "factor each for forces, energies, stresses); "
                  "the final model is fitted on all frames ({default}: the posterior and the training residuals as "
                  "they are)"),
+        "smoothness_prior": dict(
+            choices=["none", "algebraic", "exponential"],
+            help="linear: prior precision of a coefficient growing with the total degree d of its basis function, "
+                 "(1 + d)^p (algebraic) or exp(p·d) (exponential), as ACEpotentials' smoothness priors ({default})"),
+        "smoothness_power": dict(
+            type=float, metavar="P",
+            help="linear: p of --smoothness-prior (default: chosen by the Bayesian evidence among 0 and three "
+                 "positive powers)"),
     })
     g.add_argument("--repulsion", choices=["auto", "zbl", "none"], default="auto",
                    help="linear: a fixed ZBL repulsive core below an inner cutoff per species pair (1.1 × the "
@@ -132,7 +142,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_config_flags(g, AutoFitConfig, {
         "budget_minutes": dict(type=float, help="automatic basis: wall-time budget of the selection and the final "
                                                 "fit ({default})"),
-        "r_cut": dict(type=float, help="automatic basis: cutoff radius in Å ({default})"),
+        "r_cut": dict(type=float, help="automatic basis: cutoff radius in Å (default: 5 and 6 Å are tried on the "
+                                       "smallest candidate basis and the one that validates better is kept)"),
     })
 
     g = p.add_argument_group("polynomial model (--model poly)")

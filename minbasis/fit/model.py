@@ -107,20 +107,21 @@ class PredictionAccumulator:
                           atomic_energies=self.atomic)
         if not self.d_energies or uncertainty is None:
             return pred
-        t = float(uncertainty.get("calibration", 1.0))
+        t = float(uncertainty.get("calibration", 1.0))  # forces, and the default of the others
+        te = float(uncertainty.get("calibration_energy", t))
+        ts = float(uncertainty.get("calibration_stress", t))
         s2 = float(uncertainty.get("scale", 1.0)) ** 2
-        ne = t * float(uncertainty.get("noise_energy_per_atom", 0.0))
-        nf = t * float(uncertainty.get("noise_forces", 0.0))
-        ns = t * float(uncertainty.get("noise_stress_per_atom", 0.0))
-        s2 *= t * t
+        ne = float(uncertainty.get("noise_energy_per_atom", 0.0))
+        nf = float(uncertainty.get("noise_forces", 0.0))
+        ns = float(uncertainty.get("noise_stress_per_atom", 0.0))
         n_atoms = np.array([len(e) for e in self.atomic], dtype=float)
         dE = np.stack(self.d_energies)  # (M, K)
         pred.energy_committee = pred.energy[:, None] + dE
-        pred.energy_std = np.sqrt(s2 * np.mean(dE**2, axis=1) + (n_atoms * ne) ** 2)
-        pred.forces_std = [np.sqrt(s2 * np.mean(d**2, axis=0) + nf**2) for d in self.d_forces]
+        pred.energy_std = te * np.sqrt(s2 * np.mean(dE**2, axis=1) + (n_atoms * ne) ** 2)
+        pred.forces_std = [t * np.sqrt(s2 * np.mean(d**2, axis=0) + nf**2) for d in self.d_forces]
         dS = np.stack(self.d_stresses)  # (M, K, 6)
         noise_s = n_atoms * ns / np.asarray(self.volumes)  # NaN for non-periodic structures
-        pred.stress_std = np.sqrt(s2 * np.mean(dS**2, axis=1) + noise_s[:, None] ** 2)
+        pred.stress_std = ts * np.sqrt(s2 * np.mean(dS**2, axis=1) + noise_s[:, None] ** 2)
         return pred
 
 
@@ -142,8 +143,9 @@ class LinearModel:
     committee_e0 : (K, n_channels) float64 or None, the members' E0 deviations, eV
     uncertainty : dict, calibration of the predictive std (module docstring): ``scale`` s,
         ``noise_energy_per_atom`` (eV/atom), ``noise_forces`` (eV/Å), ``noise_stress_per_atom``
-        (eV/atom, on V·σ/n), ``calibration`` t (a factor on the whole σ, default 1, see
-        ``LinearFitConfig.calibration_fraction``); empty without a committee
+        (eV/atom, on V·σ/n), ``calibration`` t (a factor on the whole σ of the forces, and of
+        the energies and stresses unless ``calibration_energy`` / ``calibration_stress`` are
+        given; default 1, see ``LinearFitConfig.calibration_fraction``); empty without a committee
     """
 
     #: Model kind in files and in :mod:`minbasis.fit.registry`.

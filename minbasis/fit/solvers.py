@@ -333,14 +333,30 @@ def column_scale(system: LinearSystem) -> tuple[np.ndarray, np.ndarray]:
     return scale, active
 
 
-def smoothness_weights(degrees: np.ndarray, power: float) -> np.ndarray:
-    """Relative prior precisions (1 + d_k)^p of basis functions of total degree d_k (a smoothness prior).
+#: Smoothness-prior kinds of :func:`smoothness_weights` and the powers tried by evidence for each.
+SMOOTHNESS_POWERS = {"algebraic": (0.0, 1.0, 2.0, 4.0), "exponential": (0.0, 0.1, 0.2, 0.4)}
 
-    An algebraic smoothness prior in the spirit of ACEpotentials (Witt et al., J. Chem. Phys.
-    159, 164101, 2023): coefficients of high-degree (rough) basis functions are damped more.
-    p = 0 is the isotropic prior.
+
+def smoothness_weights(degrees: np.ndarray, power: float, kind: str = "algebraic") -> np.ndarray:
+    """Relative prior precisions of basis functions of total degree d_k (a smoothness prior).
+
+    ``kind="algebraic"``: (1 + d_k)^p; ``"exponential"``: exp(p·d_k). Smoothness priors in the
+    spirit of ACEpotentials (Witt et al., J. Chem. Phys. 159, 164101, 2023): coefficients of
+    high-degree (rough) basis functions are damped more. p = 0 is the isotropic prior.
+
+    Raises
+    ------
+    MinbasisError
+        Unknown ``kind``, or a negative or non-finite power.
     """
-    return (1.0 + np.asarray(degrees, dtype=float)) ** float(power)
+    if kind not in SMOOTHNESS_POWERS:
+        raise MinbasisError(f"unknown smoothness prior {kind!r}; choose one of {sorted(SMOOTHNESS_POWERS)}")
+    if not (np.isfinite(power) and power >= 0):
+        raise MinbasisError(f"smoothness power must be a finite number >= 0, got {power}")
+    d = np.asarray(degrees, dtype=float)
+    if kind == "exponential":
+        return np.exp(float(power) * d)
+    return (1.0 + d) ** float(power)
 
 
 def solve_system(system: LinearSystem, solver, prior_weights: np.ndarray | None = None) -> SolveResult:
