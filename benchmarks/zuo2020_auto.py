@@ -72,9 +72,13 @@ def main(argv=None) -> int:
             print(f"{el}: test MAE {mae[0]} meV/atom, {mae[1]} eV/Å (GAP {PUBLISHED[el]['GAP']}, MTP "
                   f"{PUBLISHED[el]['MTP']}); fit {res[el]['fit_wall_seconds']} s", flush=True)
             print("\n".join(res[el]["fit_log"]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
-    print(f"wrote {args.out}")
+            # written after every element: a failure in the second keeps the first's 10+ minutes
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp_out = out.with_suffix(".tmp")
+            tmp_out.write_text(json.dumps(res, indent=1) + "\n")
+            tmp_out.replace(out)
+            print(f"wrote {out}", flush=True)
     return 0
 
 
