@@ -151,6 +151,11 @@ def test_cli_fit_without_basis(cells, tmp_path):
     assert main(["fit", str(path), "--budget-minutes", "0.01", "-o", str(tmp_path / "m.npz")]) == 0
     model = mb.fit.load_model(tmp_path / "m.npz")
     assert model.info["auto"]["choice"]["columns"] == 437  # the first rung of the ladder, then the budget
+    assert {r["r_cut"] for r in model.info["auto"]["table"]} == {5.0, 6.0}  # both cutoffs tried
+    assert main(["fit", str(path), "--budget-minutes", "0.01", "--r-cut", "5.5", "-o", str(tmp_path / "m2.npz")]) == 0
+    fixed = mb.fit.load_model(tmp_path / "m2.npz")
+    assert fixed.basis.spec.r_cut == 5.5 and {r["r_cut"] for r in fixed.info["auto"]["table"]} == {5.5}
+    assert fixed.basis.spec.radial["data"]["r_cut_choice"] == "given"
     assert main(["fit", str(path), "--model", "mlp", "-o", str(tmp_path / "x.npz")]) == 2
 
 
