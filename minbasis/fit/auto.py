@@ -59,7 +59,7 @@ from ..kernels import as_atoms_list
 from .assembly import Entry, NormalEquations, RowWeights, accumulate_entries
 from .data import get_labels
 from .linear import basis_degrees
-from .solvers import BayesianRidge, smoothness_weights, solve_system
+from .solvers import BayesianRidge, smoothness_weights, solve_smoothness, solve_system
 
 __all__ = ["AutoFitConfig", "data_species", "shortest_distance", "radial_scale_for", "candidate_bases", "stratified_split",
            "basis_degrees", "project_seconds", "fit_auto"]
@@ -345,13 +345,8 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
         for w in cfg.weights:
             wd = dict(zip(("energy", "forces", "stress"), w))
             eq = NormalEquations.combine([(wd[o], acc[("train", o)]) for o in one if has[o]])
-            best = None
-            for pw in cfg.prior_powers:
-                res = solve_system(eq.system(), BayesianRidge(), prior_weights=smoothness_weights(degrees, pw))
-                lev = res.info["log_evidence"]
-                if best is None or lev > best[0]:
-                    best = (lev, pw, res)
-            lev, pw, res = best
+            pw, res, _ = solve_smoothness(eq.system(), BayesianRidge(), degrees, cfg.prior_powers)
+            lev = res.info["log_evidence"]
             e0 = eq.e0(res.coef)
             model = LinearModel(basis=basis, weights=res.coef.reshape(C, -1), e0=e0 if len(e0) else np.zeros(C))
             tp = time.perf_counter()
@@ -420,7 +415,7 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
                       "shortest_distance": r_min,
                       "validation_fraction": cfg.validation_fraction, "seed": cfg.seed, "table": rows, "choice": choice,
                       "seconds": time.perf_counter() - t_start, "budget_seconds": budget})
-    from .linear import LinearFitConfig, committee_from_posterior, residual_noise, calibration_factors
+    from .linear import LinearFitConfig, calibration_factors, committee_with_noise
 
     lcfg = LinearFitConfig(energy_weight=wd["energy"], forces_weight=wd["forces"], stress_weight=wd["stress"])
 
@@ -428,13 +423,8 @@ def fit_auto(atoms_or_list, *, energy_key: str | None = "energy", forces_key: st
         """The model of a solution with its posterior committee and the residual noise of its fit frames."""
         e0_ = eq.e0(sol.coef)
         e0_ = e0_ if len(e0_) else np.zeros(C)
-        com = committee_from_posterior(eq, lcfg, sol.coef, e0_, sol.posterior, inf, C, basis.n_features)
-        mean = LinearModel(basis=basis, weights=sol.coef.reshape(C, -1), e0=e0_)
-        if com and lcfg.uncertainty_noise == "residuals":
-            noise = residual_noise(fit_frames, fit_labels, mean.predict(fit_frames))
-            com["uncertainty"].update(noise)
-            inf["committee"].update(noise)
-        return replace(mean, info=inf, **com)
+        com = committee_with_noise(eq, lcfg, basis, sol.coef, e0_, sol.posterior, inf, fit_frames, fit_labels)
+        return LinearModel(basis=basis, weights=sol.coef.reshape(C, -1), e0=e0_, info=inf, **com)
 
     t_cal = None
     if cfg.calibrate and res.posterior is not None:

@@ -31,13 +31,13 @@ from ..errors import LabelError, MinbasisError
 from ..kernels import as_atoms_list
 from .assembly import NormalEquations, RowWeights, accumulate, LinearSystem
 from .data import DEFAULT_WEIGHTS, Labels, check_config_type_weights, get_labels
-from .solvers import SMOOTHNESS_POWERS, SOLVERS, BayesianRidge, make_solver, smoothness_weights, solve_system
+from .solvers import SMOOTHNESS_POWERS, SOLVERS, BayesianRidge, make_solver, solve_smoothness, solve_system
 
 #: Noise terms of the committee's predictive std (LinearFitConfig.uncertainty_noise).
 NOISE_MODELS = ("residuals", "evidence", "none")
 
 __all__ = ["LinearFitConfig", "COMMITTEE_SIZE", "bayesian_ridge", "linear_equations", "solve_equations", "fit_linear",
-           "committee_from_posterior", "residual_noise", "calibration_factor", "calibration_factors", "calibration_scale", "basis_degrees", "NOISE_MODELS"]
+           "committee_from_posterior", "committee_with_noise", "residual_noise", "calibration_factor", "calibration_factors", "calibration_scale", "basis_degrees", "NOISE_MODELS"]
 
 
 #: Committee members drawn from the posterior when ``LinearFitConfig.committee`` is None and the solver is Bayesian.
@@ -206,16 +206,9 @@ def solve_equations(eq: NormalEquations, cfg: LinearFitConfig, degrees: np.ndarr
         if degrees is None:
             raise MinbasisError("a smoothness prior needs the degrees of the basis functions (linear ACE fits only)")
         powers = [cfg.smoothness_power] if cfg.smoothness_power is not None else SMOOTHNESS_POWERS[cfg.smoothness_prior]
-        tried = {}
-        res = None
-        for p in powers:
-            r = solve_system(system, solver, prior_weights=smoothness_weights(degrees, p, cfg.smoothness_prior))
-            tried[float(p)] = r.info.get("log_evidence")
-            if res is None or (r.info.get("log_evidence", -np.inf) > res[1].info.get("log_evidence", -np.inf)):
-                res = (float(p), r)
-        smooth = {"smoothness_prior": cfg.smoothness_prior, "smoothness_power": res[0],
+        power, res, tried = solve_smoothness(system, solver, degrees, powers, cfg.smoothness_prior)
+        smooth = {"smoothness_prior": cfg.smoothness_prior, "smoothness_power": power,
                   "smoothness_log_evidence": tried}
-        res = res[1]
     coef = res.coef
     e0 = eq.e0(coef)
     info = dict(res.info, **smooth)
@@ -296,12 +289,7 @@ def fit_linear(basis: Basis, atoms_or_list, *, energy_key: str | None = "energy"
         e0 = np.array([float(cfg.e0[s]) for s in basis.species])
     else:
         e0 = e0_fit if len(e0_fit) else np.zeros(C)
-    committee = committee_from_posterior(eq, cfg, coef, e0, posterior, info, C, F)
-    if committee and cfg.uncertainty_noise == "residuals":
-        mean_model = LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0)
-        noise = residual_noise(atoms_list, labels, mean_model.predict(atoms_list))
-        committee["uncertainty"].update(noise)
-        info["committee"].update(noise)
+    committee = committee_with_noise(eq, cfg, basis, coef, e0, posterior, info, atoms_list, labels)
     if committee and t_cal is not None:
         committee["uncertainty"].update(t_cal)
         info["committee"].update(t_cal, calibration_fraction=cfg.calibration_fraction)
@@ -346,6 +334,28 @@ def committee_from_posterior(eq: NormalEquations, cfg: LinearFitConfig, coef: np
     info["committee"] = {"size": int(K), "seed": int(cfg.committee_seed), "noise_model": cfg.uncertainty_noise,
                          **unc}
     return {"committee_weights": dw, "committee_e0": de0, "uncertainty": unc}
+
+
+def committee_with_noise(eq: NormalEquations, cfg: LinearFitConfig, basis: Basis, coef: np.ndarray, e0: np.ndarray,
+                         posterior, info: dict, atoms_list: Sequence[Atoms], labels: Labels) -> dict:
+    """:func:`committee_from_posterior` with, for ``cfg.uncertainty_noise="residuals"``, the noise
+    levels of :func:`residual_noise` of the mean model (``coef`` (P,), ``e0`` (C,) eV) on the
+    frames it was fitted to, in the committee's ``uncertainty`` and in ``info["committee"]``.
+
+    Returns
+    -------
+    dict of LinearModel keyword arguments (empty without a posterior or with committee 0)
+    """
+    from .model import LinearModel
+
+    C, F = basis.plan.n_channels, basis.n_features
+    committee = committee_from_posterior(eq, cfg, coef, e0, posterior, info, C, F)
+    if committee and cfg.uncertainty_noise == "residuals":
+        mean_model = LinearModel(basis=basis, weights=coef.reshape(C, F), e0=e0)
+        noise = residual_noise(atoms_list, labels, mean_model.predict(atoms_list))
+        committee["uncertainty"].update(noise)
+        info["committee"].update(noise)
+    return committee
 
 
 def residual_noise(atoms_list: Sequence[Atoms], labels: Labels, pred) -> dict:

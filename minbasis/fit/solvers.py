@@ -33,7 +33,7 @@ from ..errors import MinbasisError
 from .assembly import LinearSystem
 
 __all__ = ["Spectrum", "spectrum", "Posterior", "SolveResult", "Ridge", "BayesianRidge", "ARD", "make_solver",
-           "solve_system", "smoothness_weights", "SOLVERS"]
+           "solve_system", "smoothness_weights", "solve_smoothness", "SMOOTHNESS_POWERS", "SOLVERS"]
 
 SOLVERS = ("bayesian", "ridge", "ard")
 
@@ -357,6 +357,40 @@ def smoothness_weights(degrees: np.ndarray, power: float, kind: str = "algebraic
     if kind == "exponential":
         return np.exp(float(power) * d)
     return (1.0 + d) ** float(power)
+
+
+def solve_smoothness(system: LinearSystem, solver, degrees: np.ndarray, powers, kind: str = "algebraic"
+                     ) -> tuple[float, "SolveResult", dict]:
+    """Solve with the smoothness prior of every power and keep the one of largest evidence.
+
+    Parameters
+    ----------
+    system : LinearSystem (P columns); solver : as :func:`solve_system`
+    degrees : (P,) total degrees of the columns; powers : the powers p to try; kind : as
+        :func:`smoothness_weights`
+
+    Returns
+    -------
+    (p, SolveResult, {p: log evidence (None for solvers without evidence)}); the first of equal
+    evidences wins, so a single power is simply solved
+
+    Raises
+    ------
+    MinbasisError
+        No power, or a solver failure (:func:`solve_system`).
+    """
+    if not len(powers):
+        raise MinbasisError("solve_smoothness needs at least one power")
+    best = None
+    tried = {}
+    for p in powers:
+        res = solve_system(system, solver, prior_weights=smoothness_weights(degrees, p, kind))
+        lev = res.info.get("log_evidence")
+        tried[float(p)] = lev
+        score = -np.inf if lev is None else lev
+        if best is None or score > best[0]:
+            best = (score, float(p), res)
+    return best[1], best[2], tried
 
 
 def solve_system(system: LinearSystem, solver, prior_weights: np.ndarray | None = None) -> SolveResult:
