@@ -94,6 +94,44 @@ def test_committee_forces_equal_members_evaluated_separately(hco_basis, ethanol,
         np.testing.assert_allclose(W + dW[k], Wk, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_term_sums_give_feature_sums_and_member_energies(hco_basis, hco_cell, packed):
+    """The term sums accumulated inside the mean model's contraction give Σ_i B_i per species
+    (features evaluated directly) and the members' energy deviations; the mean is ace_linear's."""
+    import dataclasses
+
+    from minbasis.kernels.ace import ace_linear, n_chunks_for
+    from minbasis.kernels.committee import ace_linear_term_sums, member_energy_deviations, term_sums_to_features
+
+    plan = hco_basis.plan if packed else dataclasses.replace(hco_basis.plan, t_pack=np.zeros(0, dtype=np.int64))
+    rng = np.random.default_rng(1)
+    C, F, K = plan.n_channels, hco_basis.n_features, 8
+    w, e0 = 1e-2 * rng.standard_normal((C, F)), rng.standard_normal(C)
+    dw, de0 = 1e-3 * rng.standard_normal((K, C, F)), 1e-2 * rng.standard_normal((K, C))
+    batch = build_batch([hco_cell], plan.species, plan.numbers, plan.r_cut)
+    N, P, nc = batch.n_atoms, len(batch.pair_i), 3
+    wt = np.ascontiguousarray(w[:, plan.t_feat] * plan.t_coef[None, :])
+    args = (batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, C, plan.r_cut, plan.scale, plan.n_r,
+            plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack, wt, e0)
+    E, G = np.zeros(N), np.zeros((P, 3))
+    ace_linear(*args, n_chunks_for(N), E, G)
+    Es, Gs, Vs = np.zeros(N), np.zeros((P, 3)), np.full((nc, C, len(plan.t_order)), np.nan)  # overwritten
+    ace_linear_term_sums(*args, nc, Es, Gs, Vs)
+    np.testing.assert_allclose(Es, E, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(Gs, G, rtol=0, atol=1e-12)
+    X = term_sums_to_features(plan, Vs)
+    B = mb.describe([hco_cell], hco_basis)
+    ch = batch.centre_ch
+    np.testing.assert_allclose(X, np.stack([B[ch == c].sum(axis=0) for c in range(C)]), rtol=1e-10, atol=1e-10)
+    dE = np.empty(K)
+    member_energy_deviations(plan.t_feat, plan.t_coef, Vs, ch, np.ascontiguousarray(np.transpose(dw, (1, 2, 0))),
+                             np.ascontiguousarray(de0.T), np.empty((C, F)), dE)
+    *_, dEa, _, _ = linear_energy_forces_committee(hco_basis.plan, batch, w, e0, dw, de0)
+    np.testing.assert_allclose(dE, dEa.sum(axis=1), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="term_sums"):
+        term_sums_to_features(plan, Vs[:, :, 1:])
+
+
 def test_committee_kernel_rejects_bad_shapes(hco_basis, ethanol):
     plan = hco_basis.plan
     C, F = plan.n_channels, hco_basis.n_features
@@ -194,16 +232,66 @@ def test_committee_options(cu_small, synthetic):
 def test_calculator_results_have_std(synthetic):
     _, model, _, test, _ = synthetic
     atoms = test[0].copy()
+    ref = model.predict(atoms)
     atoms.calc = model.calculator(committee=True)  # the default MD calculator leaves the committee out
     f = atoms.get_forces()
     r = atoms.calc.results
-    assert r["forces_std"].shape == f.shape and (r["forces_std"] > 0).all()
-    assert isinstance(r["energy_std"], float) and r["energy_std"] > 0
+    # energy_std every step, from the mean model's own pass; forces/stress std when asked for
+    assert isinstance(r["energy_std"], float) and r["energy_std"] == pytest.approx(ref.energy_std[0], rel=1e-10)
+    assert "forces_std" not in r and "stress_std" not in r
     assert atoms.calc.get_property("energy_std") == r["energy_std"]
-    assert r["stress_std"].shape == (6,)
+    fs = atoms.calc.get_property("forces_std", atoms)
+    assert fs.shape == f.shape and (fs > 0).all()
+    np.testing.assert_allclose(fs, ref.forces_std[0], rtol=1e-10)
+    np.testing.assert_allclose(atoms.calc.get_property("stress_std", atoms), ref.stress_std[0], rtol=1e-10)
+    np.testing.assert_allclose(atoms.calc.results["forces"], f, rtol=0, atol=0)  # not recomputed
+    # steps on the reused neighbour list
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        atoms.positions += 0.02 * rng.standard_normal(atoms.positions.shape)
+        atoms.get_forces()
+        ref = model.predict(atoms)
+        assert atoms.calc.results["energy_std"] == pytest.approx(ref.energy_std[0], rel=1e-10)
+        np.testing.assert_allclose(atoms.calc.get_property("forces_std", atoms), ref.forces_std[0], rtol=1e-10)
+    assert atoms.calc.n_neighbour_builds == 1
+    # "all": every std on every step
+    atoms.calc = model.calculator(committee="all")
+    atoms.get_forces()
+    np.testing.assert_allclose(atoms.calc.results["forces_std"], ref.forces_std[0], rtol=1e-10)
+    np.testing.assert_allclose(atoms.calc.results["stress_std"], ref.stress_std[0], rtol=1e-10)
     atoms.calc = model.calculator(committee=False)
-    np.testing.assert_allclose(atoms.get_forces(), f, rtol=0, atol=1e-12)
-    assert "forces_std" not in atoms.calc.results
+    np.testing.assert_allclose(atoms.get_forces(), ref.forces[0], rtol=0, atol=1e-12)
+    assert "forces_std" not in atoms.calc.results and "energy_std" not in atoms.calc.results
+    with pytest.raises(ValueError, match="committee"):
+        model.calculator(committee="forces")
+
+
+def test_calculator_std_multispecies_molecule_and_repulsion(hco_basis, ethanol):
+    """energy_std / forces_std of the fast path equal predict's for a 3-species molecule (serial
+    kernel path) and for a model with a repulsive core; a model without committee has none."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    from minbasis.repulsion import ZBLCore
+
+    rng = np.random.default_rng(2)
+    C, F, K = 3, hco_basis.n_features, 8
+    kw = dict(basis=hco_basis, weights=1e-2 * rng.standard_normal((C, F)), e0=rng.standard_normal(C),
+              committee_weights=1e-3 * rng.standard_normal((K, C, F)), committee_e0=1e-2 * rng.standard_normal((K, C)),
+              uncertainty={"noise_energy_per_atom": 1e-3, "noise_forces": 0.02, "calibration": 1.3,
+                           "calibration_energy": 0.8})
+    for model in (LinearModel(**kw), LinearModel(**kw, repulsion=ZBLCore(("H", "C", "O"), r_in=1.0, width=0.5))):
+        atoms = ethanol.copy()
+        atoms.calc = model.calculator(committee=True)
+        ref = model.predict(atoms)
+        assert atoms.get_potential_energy() == pytest.approx(ref.energy[0], abs=1e-10)
+        assert atoms.calc.results["energy_std"] == pytest.approx(ref.energy_std[0], rel=1e-10)
+        np.testing.assert_allclose(atoms.calc.get_property("forces_std", atoms), ref.forces_std[0], rtol=1e-10)
+        with pytest.raises(PropertyNotImplementedError):
+            atoms.calc.get_property("stress_std", atoms)
+    atoms = ethanol.copy()
+    atoms.calc = LinearModel(basis=hco_basis, weights=kw["weights"], e0=kw["e0"]).calculator(committee=True)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.calc.get_property("energy_std", atoms)
 
 
 def test_within_sigma_and_stratified_holdout():

@@ -19,6 +19,7 @@ parameter term. Members and mean are evaluated in one pass (:mod:`minbasis.kerne
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
@@ -36,7 +37,7 @@ from .data import matrix_to_voigt
 from .fidelity import resolve_fidelity, single_fidelity_names
 from .fileio import load_model_file, read_model_meta, write_model_file
 
-__all__ = ["LinearModel", "Prediction", "PredictionAccumulator", "MinbasisCalculator"]
+__all__ = ["LinearModel", "Prediction", "PredictionAccumulator", "MinbasisCalculator", "energy_std"]
 
 
 @dataclass
@@ -108,21 +109,51 @@ class PredictionAccumulator:
         if not self.d_energies or uncertainty is None:
             return pred
         t = float(uncertainty.get("calibration", 1.0))  # forces, and the default of the others
-        te = float(uncertainty.get("calibration_energy", t))
         ts = float(uncertainty.get("calibration_stress", t))
         s2 = float(uncertainty.get("scale", 1.0)) ** 2
-        ne = float(uncertainty.get("noise_energy_per_atom", 0.0))
         nf = float(uncertainty.get("noise_forces", 0.0))
         ns = float(uncertainty.get("noise_stress_per_atom", 0.0))
         n_atoms = np.array([len(e) for e in self.atomic], dtype=float)
         dE = np.stack(self.d_energies)  # (M, K)
         pred.energy_committee = pred.energy[:, None] + dE
-        pred.energy_std = te * np.sqrt(s2 * np.mean(dE**2, axis=1) + (n_atoms * ne) ** 2)
+        pred.energy_std = energy_std(uncertainty, dE, n_atoms)
         pred.forces_std = [t * np.sqrt(s2 * np.mean(d**2, axis=0) + nf**2) for d in self.d_forces]
         dS = np.stack(self.d_stresses)  # (M, K, 6)
         noise_s = n_atoms * ns / np.asarray(self.volumes)  # NaN for non-periodic structures
         pred.stress_std = ts * np.sqrt(s2 * np.mean(dS**2, axis=1) + noise_s[:, None] ** 2)
         return pred
+
+
+def energy_std(uncertainty: dict, d_energy: np.ndarray, n_atoms: np.ndarray) -> np.ndarray:
+    """Predictive std of total energies (module docstring): t_E · sqrt(s² · mean_k δ_k² + (n · σ_E)²).
+
+    Parameters
+    ----------
+    uncertainty : the model's ``uncertainty`` dict (``scale`` s, ``noise_energy_per_atom`` σ_E eV/atom,
+        ``calibration_energy`` t_E, defaulting to ``calibration``)
+    d_energy : (M, K) eV, members' total energies minus the mean model's
+    n_atoms : (M,) atoms per structure
+
+    Returns
+    -------
+    (M,) float64, eV
+    """
+    te, s2, ne = _energy_std_terms(uncertainty)
+    d_energy = np.asarray(d_energy, dtype=np.float64)
+    return te * np.sqrt(s2 * np.mean(d_energy**2, axis=1) + (np.asarray(n_atoms, dtype=float) * ne) ** 2)
+
+
+def _energy_std_terms(uncertainty: dict) -> tuple[float, float, float]:
+    """(t_E, s², σ_E) of an ``uncertainty`` dict (:func:`energy_std`)."""
+    t = uncertainty.get("calibration", 1.0)
+    return (float(uncertainty.get("calibration_energy", t)), float(uncertainty.get("scale", 1.0)) ** 2,
+            float(uncertainty.get("noise_energy_per_atom", 0.0)))
+
+
+def energy_std_one(uncertainty: dict, d_energy: np.ndarray, n_atoms: int) -> float:
+    """:func:`energy_std` of one structure (``d_energy`` (K,) eV), as a float (eV), for the calculator."""
+    te, s2, ne = _energy_std_terms(uncertainty)
+    return te * math.sqrt(s2 * float(d_energy @ d_energy) / d_energy.shape[0] + (n_atoms * ne) ** 2)
 
 
 @dataclass
@@ -325,24 +356,25 @@ class LinearModel:
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
         return E, forces, virial
 
-    def calculator(self, fidelity: str | None = None, committee: bool = False, **kwargs) -> "MinbasisCalculator":
-        """An ASE calculator for this model (keyword arguments: :class:`MinbasisCalculator`,
-        e.g. ``skin``).
+    def calculator(self, fidelity: str | None = None, committee: bool | str = False, **kwargs) -> "MinbasisCalculator":
+        """An ASE calculator for this model on the fast molecular-dynamics path (keyword
+        arguments: :class:`MinbasisCalculator`, e.g. ``skin``, ``fast``).
 
-        By default the calculator takes the fast molecular-dynamics path and leaves the committee
-        out. With a committee and ``committee=True`` it evaluates through :meth:`predict`
-        (``fast=False``) and its ``results`` also hold ``energy_std`` and ``forces_std``; each
-        member's forces cost roughly a fifth of a mean-model step (README "Uncertainty").
+        ``committee=True`` (a model with a committee) adds ``energy_std`` to every step's
+        ``results`` at a few per cent of the step's cost, and ``forces_std`` / ``stress_std``
+        when asked for (``calc.get_property("forces_std", atoms)``); ``committee="all"`` computes
+        all three on every step (each member's forces cost about a fifth of a mean step; README
+        "Uncertainty").
 
         Raises
         ------
         MinbasisError
             A ``fidelity`` other than None or the model's own.
+        ValueError
+            ``committee`` not one of False, True, "all".
         """
         resolve_fidelity(self.fidelities, fidelity)
-        if committee and self.committee_weights is not None:
-            kwargs["fast"] = False
-        return MinbasisCalculator(self, **kwargs)
+        return MinbasisCalculator(self, committee=committee, **kwargs)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -394,11 +426,14 @@ class LinearModel:
 SERIAL_BELOW_ATOMS = 64
 
 
-def _core_linear(plan, model, batch, E: np.ndarray, G: np.ndarray, n_chunks: int, work: dict | None = None) -> None:
+def _core_linear(plan, model, batch, E: np.ndarray, G: np.ndarray, n_chunks: int, work: dict | None = None,
+                 term_sums: np.ndarray | None = None) -> None:
     """E (N,) and pair gradients G (P, 3) of a linear model with its repulsive core (clamped ACE
     part, chain rule back to the true pair vectors, plus the ZBL pair term); ``work`` holds
-    reusable buffers."""
+    reusable buffers; ``term_sums`` (n_chunks, n_channels, T), when given, receives the per-species
+    term sums of :func:`~minbasis.kernels.committee.ace_linear_term_sums` (on the clamped vectors)."""
     from ..kernels.ace import ace_linear
+    from ..kernels.committee import ace_linear_term_sums
 
     core = model.repulsion
     P = len(batch.pair_i)
@@ -408,9 +443,13 @@ def _core_linear(plan, model, batch, E: np.ndarray, G: np.ndarray, n_chunks: int
         work["fac"] = np.empty((max(P, int(1.2 * P)), 2))
     vec, fac = work["vec"][:P], work["fac"][:P]
     core.clamped_vectors(batch, vec, fac)
-    ace_linear(batch.centre_ptr, batch.centre_ch, vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale,
-               plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
-               model.folded_weights(), model.e0, n_chunks, E, G)
+    args = (batch.centre_ptr, batch.centre_ch, vec, batch.pair_ch, plan.n_channels, plan.r_cut, plan.scale, plan.n_r,
+            plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr, plan.t_pack,
+            model.folded_weights(), model.e0, n_chunks, E, G)
+    if term_sums is None:
+        ace_linear(*args)
+    else:
+        ace_linear_term_sums(*args, term_sums)
     core.unclamp_gradients(batch, fac, G)
     core.fade_many_body(batch, model.e0, E, G)
     core.add_to(batch, E, G)
@@ -419,24 +458,35 @@ def _core_linear(plan, model, batch, E: np.ndarray, G: np.ndarray, n_chunks: int
 class _LinearEngine:
     """The MD hot path of a :class:`LinearModel` on one structure: a neighbour list with a skin
     (:class:`~minbasis.kernels.skin.SkinNeighbourList`), the folded weights of the model, and
-    buffers reused from step to step (reallocated only when the list is rebuilt larger)."""
+    buffers reused from step to step (reallocated only when the list is rebuilt larger).
 
-    def __init__(self, model: LinearModel, skin: float, overlap: str):
+    With ``committee`` (the model has one) every step also gives the members' energy deviations,
+    from per-species term sums accumulated inside the mean model's contraction
+    (:func:`~minbasis.kernels.committee.ace_linear_term_sums`); :meth:`member_stds` evaluates the
+    members' forces and virials on the same neighbour list when they are asked for."""
+
+    def __init__(self, model: LinearModel, skin: float, overlap: str, committee: bool = False):
         from ..kernels.skin import SkinNeighbourList
 
         plan = model.basis.plan
         self.model = model
         self.plan = plan
+        self.committee = bool(committee) and model.committee_weights is not None
         self.nl = SkinNeighbourList(plan.species, plan.numbers, plan.r_cut, skin, overlap=overlap)
+        self.batch = None
         self._G = np.zeros((0, 3))
         self._n_chunks = None
         self._work: dict = {}
+        self._sums = self._dwT = self._de0T = self._X = None  # committee: term sums (nc, C, T), member deviations (C, F, K), (C, K), feature sums (C, F)
 
-    def compute(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        """(energy eV, per-atom energies (N,) eV, forces (N, 3) eV/Å, virial (3, 3) eV) of ``atoms``."""
+    def compute(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(energy eV, per-atom energies (N,) eV, forces (N, 3) eV/Å, virial (3, 3) eV, members'
+        energy deviations (K,) eV or None without the committee) of ``atoms``."""
         from ..kernels.ace import ace_linear, n_chunks_for, scatter_pair_gradients
+        from ..kernels.committee import ace_linear_term_sums, member_energy_deviations
 
         batch = self.nl.update(atoms)
+        self.batch = batch
         plan, model = self.plan, self.model
         P = len(batch.pair_i)
         N = batch.n_atoms
@@ -446,11 +496,26 @@ class _LinearEngine:
         E = np.empty(N)
         if self._n_chunks is None or self._n_chunks[0] != N:
             self._n_chunks = (N, n_chunks_for(N))
+        nc = self._n_chunks[1]
+        sums = None
+        if self.committee:
+            # one term-sum buffer per chunk: as few chunks as threads (zeroing and summing the
+            # buffers costs more than the load balance of many chunks gains)
+            import numba
+
+            nc = 1 if N < SERIAL_BELOW_ATOMS else max(1, min(N, numba.get_num_threads()))
+            if self._sums is None or self._sums.shape[0] != nc:
+                self._sums = np.empty((nc, plan.n_channels, len(plan.t_order)))
+            sums = self._sums
         args = (batch.centre_ptr, batch.centre_ch, batch.pair_vec, batch.pair_ch, plan.n_channels, plan.r_cut,
                 plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
-                plan.t_pack, model.folded_weights(), model.e0, self._n_chunks[1], E, G)
-        run = (lambda: ace_linear(*args)) if model.repulsion is None else (
-            lambda: _core_linear(plan, model, batch, E, G, self._n_chunks[1], self._work))
+                plan.t_pack, model.folded_weights(), model.e0, nc, E, G)
+        if model.repulsion is not None:
+            run = lambda: _core_linear(plan, model, batch, E, G, nc, self._work, sums)  # noqa: E731
+        elif sums is not None:
+            run = lambda: ace_linear_term_sums(*args, sums)  # noqa: E731
+        else:
+            run = lambda: ace_linear(*args)  # noqa: E731
         if N < SERIAL_BELOW_ATOMS:
             # a few atoms: starting the thread pool costs more than it saves (and on a loaded
             # machine far more), so run the kernel on the calling thread
@@ -467,7 +532,33 @@ class _LinearEngine:
         forces = np.zeros((N, 3))
         virial = np.zeros((1, 3, 3))
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
-        return float(E.sum()), E, forces, virial[0]
+        d_energy = None
+        if sums is not None:
+            if self._dwT is None:  # member index innermost
+                self._dwT = np.ascontiguousarray(np.transpose(model.committee_weights, (1, 2, 0)))
+                self._de0T = np.ascontiguousarray(model.committee_e0.T)
+                self._X = np.empty((plan.n_channels, plan.n_features))
+            d_energy = np.empty(model.committee_size)
+            member_energy_deviations(plan.t_feat, plan.t_coef, sums, batch.centre_ch, self._dwT, self._de0T, self._X,
+                                     d_energy)
+        return float(E.sum()), E, forces, virial[0], d_energy
+
+    def member_stds(self, atoms: Atoms) -> dict:
+        """``forces_std`` (N, 3) eV/Å and, for cells periodic in all directions, ``stress_std``
+        (6,) eV/Å³ of the structure last passed to :meth:`compute` (its neighbour list), from
+        the members' forces and virials (:func:`~minbasis.kernels.committee.linear_energy_forces_committee`;
+        the formula of :class:`PredictionAccumulator`)."""
+        model, batch = self.model, self.batch
+        E, Fo, W, dE, dF, dW = linear_energy_forces_committee(self.plan, batch, model.weights, model.e0,
+                                                              model.committee_weights, model.committee_e0)
+        acc = PredictionAccumulator()
+        acc.add([atoms], batch, E, Fo, W)
+        acc.add_committee([atoms], batch, dE, dF, dW)
+        pred = acc.result(model.uncertainty)
+        out = {"forces_std": pred.forces_std[0]}
+        if atoms.pbc.all():
+            out["stress_std"] = pred.stress_std[0]
+        return out
 
 
 class MinbasisCalculator(Calculator):
@@ -476,10 +567,7 @@ class MinbasisCalculator(Calculator):
     ``model`` is any object with ``predict(atoms) -> Prediction`` (:class:`LinearModel`,
     :class:`~minbasis.fit.mlp.MLPModel`, :class:`~minbasis.fit.poly.PolynomialModel`).
     Stress (eV/Å³, Voigt, ASE sign convention) is available for structures periodic in all
-    three directions. Through :meth:`LinearModel.calculator` with ``committee=True`` (which sets
-    ``fast=False``) ``results`` also holds ``energy_std`` (eV) and ``forces_std`` (n_atoms, 3)
-    eV/Å (and ``stress_std`` for periodic cells), the predictive standard deviations of
-    :class:`Prediction`.
+    three directions.
 
     For a :class:`LinearModel` (``fast=True``, the default) the calculator keeps its own
     evaluation state across calls, for molecular dynamics: the weights are folded into the
@@ -489,6 +577,19 @@ class MinbasisCalculator(Calculator):
     order of the pair list may differ, which changes sums at the 1e-15 relative level).
     ``fast=False`` calls ``model.predict`` on every step instead.
 
+    Uncertainty (a :class:`LinearModel` with a committee; :class:`Prediction` has the formula):
+
+    * ``committee=True``: every step also puts ``energy_std`` (eV) in ``results``, from the
+      members' energies accumulated inside the mean model's own pass (a few per cent of a step);
+      ``forces_std`` (n_atoms, 3) eV/Å and ``stress_std`` (6,) eV/Å³ (periodic cells) are
+      computed when asked for (``calc.get_property("forces_std", atoms)``, or a ``calculate``
+      whose ``properties`` name them) on the same neighbour list, because every member's forces
+      need their own back-propagation over the pairs (README "Uncertainty" has the cost);
+    * ``committee="all"``: all three stds on every step;
+    * ``committee=False`` (default): none.
+
+    With ``fast=False`` a committee gives all three stds through ``model.predict``.
+
     Parameters
     ----------
     model : LinearModel, MLPModel, PolynomialModel, …
@@ -496,22 +597,30 @@ class MinbasisCalculator(Calculator):
         Verlet skin in Å (default 1.0; 0 rebuilds the list every call).
     fast : bool
         Use the MD path for linear models (default True).
+    committee : bool or "all"
+        See above (ignored for models without a committee).
 
     Raises
     ------
     TypeError
         ``model`` has no ``predict`` method.
+    ValueError
+        ``committee`` not one of False, True, "all".
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "forces_std"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "forces_std",
+                              "stress_std"]
 
-    def __init__(self, model, *, skin: float = 1.0, fast: bool = True, **kwargs):
+    def __init__(self, model, *, skin: float = 1.0, fast: bool = True, committee: bool | str = False, **kwargs):
         if not callable(getattr(model, "predict", None)):
             raise TypeError(f"model must have a predict(atoms) method, got {type(model).__name__}")
+        if committee not in (False, True, "all"):
+            raise ValueError(f"committee must be False, True or 'all', got {committee!r}")
         super().__init__(**kwargs)
         self.model = model
         self.skin = float(skin)
         self.fast = bool(fast) and isinstance(model, LinearModel)
+        self.committee = committee if getattr(model, "committee_weights", None) is not None else False
         self._engine = None
 
     @property
@@ -540,17 +649,24 @@ class MinbasisCalculator(Calculator):
         return changes
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        """Compute energy, free_energy, per-atom energies, forces and (periodic cells) stress."""
+        """Compute energy, free_energy, per-atom energies, forces, (periodic cells) stress and,
+        with a committee, the stds named above."""
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if self.fast:
+            fresh = bool(system_changes) or "energy" not in self.results or self._engine is None
             if self._engine is None or self._engine.model is not self.model:
                 overlap = "warn" if self.model.repulsion is not None else "error"
-                self._engine = _LinearEngine(self.model, self.skin, overlap)
-            energy, energies, forces, virial = self._engine.compute(atoms)
-            self.results = {"energy": energy, "free_energy": energy, "energies": energies, "forces": forces}
-            if atoms.pbc.all():
-                self.results["stress"] = matrix_to_voigt(-virial / abs(atoms.get_volume()))
+                self._engine = _LinearEngine(self.model, self.skin, overlap, committee=bool(self.committee))
+            if fresh:
+                energy, energies, forces, virial, d_energy = self._engine.compute(atoms)
+                self.results = {"energy": energy, "free_energy": energy, "energies": energies, "forces": forces}
+                if atoms.pbc.all():
+                    self.results["stress"] = matrix_to_voigt(-virial / abs(atoms.get_volume()))
+                if d_energy is not None:
+                    self.results["energy_std"] = energy_std_one(self.model.uncertainty, d_energy, len(atoms))
+            if self.committee and (self.committee == "all" or {"forces_std", "stress_std"} & set(properties)):
+                self.results.update(self._engine.member_stds(atoms))
         else:
             pred = self.model.predict(atoms)
             self.results = {"energy": float(pred.energy[0]), "free_energy": float(pred.energy[0]),

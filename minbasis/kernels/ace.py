@@ -137,7 +137,7 @@ def _linear_workspace(mp, n_r, l_max, n_mom, width):  # pragma: no cover
 
 @njit(cache=True, nogil=True)
 def _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec, packed, t_order, t_idx,
-                   o_ptr, t_pack, w, ws, G):  # pragma: no cover
+                   o_ptr, t_pack, w, ws, G, V):  # pragma: no cover
     """e = Σ_t w[t] Π_k A[t_idx[t, k]] of centre i and its pair gradients G[p] = ∂e/∂r_p (pairs of i overwritten).
 
     The moments A of the centre (with their gradients), ∂e/∂A back-propagated through the
@@ -145,7 +145,8 @@ def _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, s
     then over the pairs (:func:`_backprop_pairs`): the linear model's per-centre step, shared by
     :func:`ace_linear`, the committee (:mod:`minbasis.kernels.committee`) and the vector–Jacobian
     product (:mod:`minbasis.kernels.autodiff`). ``ws`` is :func:`_linear_workspace`; on return its
-    A, U, R, dR, Y, dY hold the centre's moments and pair primitives."""
+    A, U, R, dR, Y, dY hold the centre's moments and pair primitives. ``V`` (T,) or empty: when
+    not empty, V[t] += Π_k A[t_idx[t, k]] (the term values, accumulated for feature sums)."""
     A, dEdA, U, R, dR, W, Q, dQ, CS, Y, dY, part, cl, dl = ws
     p0 = centre_ptr[i]
     npi = centre_ptr[i + 1] - p0
@@ -155,9 +156,15 @@ def _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, s
     for v in range(dEdA.shape[0]):
         dEdA[v] = 0.0
     if packed:
-        e = _contract_packed(o_ptr, t_pack, w, A, dEdA)
+        e = _contract_packed(o_ptr, t_pack, w, A, dEdA, V)
     else:
         e = _contract_backprop(t_order.shape[0], t_order, t_idx, t_idx, w, A, dEdA, part)
+        if V.shape[0] > 0:
+            for t in range(t_order.shape[0]):
+                val = 1.0
+                for k in range(t_order[t]):
+                    val *= A[t_idx[t, k]]
+                V[t] += val
     _backprop_pairs(pair_ch, p0, npi, n_r, nlm, dEdA, U, R, dR, Y, dY, cl, dl, W, G)
     return e
 
@@ -269,18 +276,22 @@ def _contract_backprop(T, t_order, t_idx, t_out, wt, A, dA, part):  # pragma: no
 
 
 @njit(cache=True, nogil=True)
-def _contract_packed(o_ptr, t_pack, wt, A, dA):  # pragma: no cover
+def _contract_packed(o_ptr, t_pack, wt, A, dA, V):  # pragma: no cover
     """e = Σ_t wt[t] Π_k A[i_k] and dA[i_k] += ∂e/∂A_{i_k}, for plans whose terms have ≤ 4 factors
     with indices packed 16 bits each into ``t_pack`` and sorted by order (``o_ptr``): one
     load per term for its indices and no branch — the linear model's fastest contraction
-    (:func:`_contract_backprop` is the general form)."""
+    (:func:`_contract_backprop` is the general form). When ``V`` (T,) is not empty, also
+    V[t] += Π_k A[i_k], the term values (two more operations per term, for feature sums)."""
     m = np.int64(0xFFFF)
+    sums = V.shape[0] > 0
     e0 = 0.0
     e1 = 0.0
     for t in range(o_ptr[1], o_ptr[2]):
         i0 = t_pack[t] & m
         e0 += wt[t] * A[i0]
         dA[i0] += wt[t]
+        if sums:
+            V[t] += A[i0]
     for t in range(o_ptr[2], o_ptr[3]):
         pk = t_pack[t]
         i0 = pk & m
@@ -288,12 +299,15 @@ def _contract_packed(o_ptr, t_pack, wt, A, dA):  # pragma: no cover
         w = wt[t]
         a0 = A[i0]
         a1 = A[i1]
+        v = a0 * a1
         if t & 1:
-            e1 += w * a0 * a1
+            e1 += w * v
         else:
-            e0 += w * a0 * a1
+            e0 += w * v
         dA[i0] += w * a1
         dA[i1] += w * a0
+        if sums:
+            V[t] += v
     for t in range(o_ptr[3], o_ptr[4]):
         pk = t_pack[t]
         i0 = pk & m
@@ -311,6 +325,8 @@ def _contract_packed(o_ptr, t_pack, wt, A, dA):  # pragma: no cover
         dA[i0] += w * a1 * a2
         dA[i1] += w * a0 * a2
         dA[i2] += w01
+        if sums:
+            V[t] += a0 * a1 * a2
     for t in range(o_ptr[4], o_ptr[5]):
         pk = t_pack[t]
         i0 = pk & m
@@ -332,6 +348,8 @@ def _contract_packed(o_ptr, t_pack, wt, A, dA):  # pragma: no cover
         dA[i1] += w23 * a0
         dA[i2] += w01 * a3
         dA[i3] += w01 * a2
+        if sums:
+            V[t] += a0 * a1 * a2 * a3
     return e0 + e1
 
 
@@ -460,12 +478,13 @@ def ace_linear(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scal
     """
     N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
     packed = t_pack.shape[0] == t_order.shape[0] and t_order.shape[0] > 0
+    no_sums = np.empty(0)
     for c in prange(nc):
         ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
         for i in range(c * N // nc, (c + 1) * N // nc):
             s_i = centre_ch[i]
             E[i] = e0[s_i] + _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
-                                            packed, t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G)
+                                            packed, t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G, no_sums)
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)

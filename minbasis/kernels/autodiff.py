@@ -335,7 +335,7 @@ def _vjp_kernel(centre_ptr, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_
             for t in range(T):
                 wt[t] = gX[i, t_feat[t]] * t_coef[t]
             _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec, False, t_order,
-                           t_idx, empty, empty, wt, ws, G)
+                           t_idx, empty, empty, wt, ws, G, np.empty(0))
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)

@@ -28,7 +28,8 @@ from .neighbours import Batch
 from .primitives import FASTMATH
 from .plan import EvaluationPlan
 
-__all__ = ["ace_linear_committee", "linear_energy_forces_committee"]
+__all__ = ["ace_linear_committee", "ace_linear_term_sums", "linear_energy_forces_committee", "member_energy_deviations",
+           "term_sums_to_features"]
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
@@ -55,6 +56,7 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     T = t_order.shape[0]
     n_slots = slot_v.shape[0]
     packed = t_pack.shape[0] == T and T > 0
+    no_sums = np.empty(0)
     for c in prange(nc):
         ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
         A, dEdA, U, R, dR, W, Q, dQ, CS, Y, dY, part, cl, dl = ws  # filled by _linear_centre, per centre
@@ -62,25 +64,100 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
         Gs = np.empty(n_slots)
         dA2 = np.empty((n_mom, K))
         dA = dA2.reshape(n_mom * K)
-        ck = np.empty(nlm * K)
-        dk = np.empty(nlm * K)
+        ck = np.empty(K)
+        dk = np.empty(K)
         wk = np.empty(4 * K)
         for i in range(c * N // nc, (c + 1) * N // nc):
             s_i = centre_ch[i]
             # mean model: exactly the per-centre step of ace_linear (fills A and the pair primitives)
             E[i] = e0[s_i] + _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec, packed,
-                                            t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G)
+                                            t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G, no_sums)
             p0 = centre_ptr[i]
             npi = centre_ptr[i + 1] - p0
             # committee: features B_i and sparse ∂B_f/∂A_v of this centre, shared by all members
             for f in range(nf):
                 X[0, f] = 0.0
-            _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, 0)
             for s in range(n_slots):
                 Gs[s] = 0.0
-            _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
+            if packed:
+                _values_slots_packed(o_ptr, t_pack, t_slot, t_coef, t_feat, A, X[0], Gs)
+            else:
+                _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, 0)
+                _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
             _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, X[0], Gs, dw[s_i], K, U, R, dR,
                               Y, dY, dA2, dA, ck, dk, wk, Ed, Gd)
+
+
+@njit(cache=True, nogil=True)
+def _values_slots_packed(o_ptr, t_pack, t_slot, t_coef, t_feat, A, x, Gs):  # pragma: no cover
+    """Features x[f] += Σ_{t of f} t_coef[t] Π_k A[i_k] and the slots of ∂B/∂A,
+    Gs[t_slot[t, k]] += t_coef[t] Π_{j≠k} A[i_j], in one pass over the terms of a packed plan
+    (≤ 4 factors, indices 16 bits each in ``t_pack``, terms sorted by order: one index load per
+    term and no branch on the order, as :func:`~minbasis.kernels.ace._contract_packed`)."""
+    m = np.int64(0xFFFF)
+    for t in range(o_ptr[1], o_ptr[2]):
+        c = t_coef[t]
+        x[t_feat[t]] += c * A[t_pack[t] & m]
+        Gs[t_slot[t, 0]] += c
+    for t in range(o_ptr[2], o_ptr[3]):
+        pk = t_pack[t]
+        c = t_coef[t]
+        a0 = A[pk & m]
+        a1 = A[(pk >> 16) & m]
+        x[t_feat[t]] += c * a0 * a1
+        Gs[t_slot[t, 0]] += c * a1
+        Gs[t_slot[t, 1]] += c * a0
+    for t in range(o_ptr[3], o_ptr[4]):
+        pk = t_pack[t]
+        c = t_coef[t]
+        a0 = A[pk & m]
+        a1 = A[(pk >> 16) & m]
+        a2 = A[(pk >> 32) & m]
+        c01 = c * a0 * a1
+        x[t_feat[t]] += c01 * a2
+        Gs[t_slot[t, 0]] += c * a1 * a2
+        Gs[t_slot[t, 1]] += c * a0 * a2
+        Gs[t_slot[t, 2]] += c01
+    for t in range(o_ptr[4], o_ptr[5]):
+        pk = t_pack[t]
+        c = t_coef[t]
+        a0 = A[pk & m]
+        a1 = A[(pk >> 16) & m]
+        a2 = A[(pk >> 32) & m]
+        a3 = A[(pk >> 48) & m]
+        c01 = c * a0 * a1
+        c23 = c * a2 * a3
+        x[t_feat[t]] += c01 * a2 * a3
+        Gs[t_slot[t, 0]] += c23 * a1
+        Gs[t_slot[t, 1]] += c23 * a0
+        Gs[t_slot[t, 2]] += c01 * a3
+        Gs[t_slot[t, 3]] += c01 * a2
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def ace_linear_term_sums(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
+                         t_order, t_idx, o_ptr, t_pack, wt, e0, n_chunks, E, G, Vs):  # pragma: no cover
+    """Mean linear model (as :func:`~minbasis.kernels.ace.ace_linear`) and the values of every plan
+    term summed over the centres of each species, accumulated inside the mean model's own
+    contraction (two more operations per term): all that the energy deviations of any number
+    of committee members need, E_k − E = Σ_s Σ_t dw[k, s, t_feat[t]] t_coef[t] Vs[s, t] + Σ_i de0[k, s_i]
+    (:func:`term_sums_to_features`), without their forces.
+
+    Outputs (overwritten): E (N,) eV and G (P, 3) eV/Å as ``ace_linear``; Vs (nc, n_channels, T),
+    chunk c's sums over its centres of each species (the caller sums over c).
+    """
+    N, nlm, nblock, n_mom, mp, nc = _kernel_sizes(centre_ptr, n_channels, n_r, l_max, n_chunks)
+    packed = t_pack.shape[0] == t_order.shape[0] and t_order.shape[0] > 0
+    for c in prange(nc):
+        ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
+        V = Vs[c]
+        for s in range(V.shape[0]):
+            for t in range(V.shape[1]):
+                V[s, t] = 0.0
+        for i in range(c * N // nc, (c + 1) * N // nc):
+            s_i = centre_ch[i]
+            E[i] = e0[s_i] + _linear_centre(i, centre_ptr, pair_vec, pair_ch, r_cut, scale, n_r, l_max, sph_norm, sph_rec,
+                                            packed, t_order, t_idx, o_ptr, t_pack, wt[s_i], ws, G, V[s_i])
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -90,71 +167,72 @@ def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v,
     memory as the flat dA[v·K + k]) from the slots Gs of ∂B/∂A, and the pair gradients
     Gd[p0 + q, :, k] of the K members.
 
-    ``dws`` (n_features, K) holds the deviation weights of the centre's species; K is a multiple
-    of :data:`BLOCK`, and the loops over members run in blocks of BLOCK of constant length
-    (one vector instruction each); the pair work arrays are flat (ck and dk (nlm·K,), wk (4·K,))."""
+    ``dws`` (n_features, K) holds the deviation weights of the centre's species (K a multiple of
+    :data:`BLOCK`). Every loop over members is innermost, over contiguous memory, with unsigned
+    indices (no negative-index wrap-around check, so it compiles to vector instructions); per
+    pair and (l, m) the n-sums c_k = Σ_n ∂E_k/∂A_nlm R_n and d_k = Σ_n ∂E_k/∂A_nlm R'_n (ck, dk (K,))
+    are formed first and then added to the pair's gradient sums (wk (4·K,))."""
     nf = x.shape[0]
     nblock = n_r * nlm
-    for k in range(K):
-        Ed[i, k] = 0.0
+    Ku = np.uint64(K)
+    zero = np.uint64(0)
+    Edi = Ed[i]
+    for k in range(zero, Ku):
+        Edi[k] = 0.0
     for f in range(nf):
         b = x[f]
-        for kc in range(0, K, BLOCK):
-            for u in range(BLOCK):
-                Ed[i, kc + u] += b * dws[f, kc + u]
-    for j in range(dA.shape[0]):
+        w = dws[f]
+        for k in range(zero, Ku):
+            Edi[k] += b * w[k]
+    for j in range(zero, np.uint64(dA.shape[0])):
         dA[j] = 0.0
     for ch in range(n_channels):
         row = ch * nf
         for f in range(nf):
+            w = dws[f]
             for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
                 g = Gs[s]
-                v = slot_v[s]
-                for kc in range(0, K, BLOCK):
-                    for u in range(BLOCK):
-                        dA2[v, kc + u] += g * dws[f, kc + u]
+                d = dA2[slot_v[s]]
+                for k in range(zero, Ku):
+                    d[k] += g * w[k]
     q = 0
     while q < npi:
         ch = pair_ch[p0 + q]
         qe = _run_end(pair_ch, p0, q, npi)
         base = ch * nblock
-        nk = nlm * K
         for qq in range(q, qe):
-            for j in range(nk):
-                ck[j] = 0.0
-                dk[j] = 0.0
-            for n in range(n_r):
-                # the (lm, k) block of radial function n is contiguous in dA: one long loop
-                r = R[n, qq]
-                rp = dR[n, qq]
-                ov = (base + n * nlm) * K
-                for j in range(nk):
-                    a = dA[ov + j]
-                    ck[j] += a * r
-                    dk[j] += a * rp
-            for j in range(4 * K):
+            for j in range(zero, np.uint64(4 * K)):
                 wk[j] = 0.0
             for lm in range(nlm):
+                for k in range(zero, Ku):
+                    ck[k] = 0.0
+                    dk[k] = 0.0
+                for n in range(n_r):
+                    r = R[n, qq]
+                    rp = dR[n, qq]
+                    a = dA2[base + n * nlm + lm]
+                    for k in range(zero, Ku):
+                        ck[k] += a[k] * r
+                        dk[k] += a[k] * rp
                 y0 = dY[0, lm, qq]
                 y1 = dY[1, lm, qq]
                 y2 = dY[2, lm, qq]
                 y = Y[lm, qq]
-                oc = lm * K
-                for k in range(K):
-                    c = ck[oc + k]
+                for k in range(zero, Ku):
+                    c = ck[k]
                     wk[k] += c * y0
-                    wk[K + k] += c * y1
-                    wk[2 * K + k] += c * y2
-                    wk[3 * K + k] += dk[oc + k] * y
+                    wk[Ku + k] += c * y1
+                    wk[2 * Ku + k] += c * y2
+                    wk[3 * Ku + k] += dk[k] * y
             u0 = U[0, qq]
             u1 = U[1, qq]
             u2 = U[2, qq]
-            p = p0 + qq
-            for k in range(K):
-                w3 = wk[3 * K + k]
-                Gd[p, 0, k] = wk[k] + w3 * u0
-                Gd[p, 1, k] = wk[K + k] + w3 * u1
-                Gd[p, 2, k] = wk[2 * K + k] + w3 * u2
+            g = Gd[p0 + qq]
+            for k in range(zero, Ku):
+                w3 = wk[3 * Ku + k]
+                g[0, k] = wk[k] + w3 * u0
+                g[1, k] = wk[Ku + k] + w3 * u1
+                g[2, k] = wk[2 * Ku + k] + w3 * u2
         q = qe
 
 
@@ -246,3 +324,79 @@ def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: 
     dvirial = np.moveaxis(dvirial, 3, 0)
     Ed = np.ascontiguousarray(Ed.T) + de0[:, batch.centre_ch]
     return E, forces, virial, Ed, dforces, dvirial
+
+
+@njit(cache=True, nogil=True)
+def _fold_term_sums(t_feat, t_coef, Vs, X):  # pragma: no cover
+    """X[s, t_feat[t]] = Σ_c t_coef[t] Vs[c, s, t] (X overwritten)."""
+    for s in range(X.shape[0]):
+        for f in range(X.shape[1]):
+            X[s, f] = 0.0
+    T = t_feat.shape[0]
+    if T == 0:
+        return
+    for c in range(Vs.shape[0]):
+        for s in range(X.shape[0]):
+            # the terms of a feature are contiguous within an order: sum each run in a register
+            f = t_feat[0]
+            acc = 0.0
+            for t in range(T):
+                ft = t_feat[t]
+                if ft != f:
+                    X[s, f] += acc
+                    acc = 0.0
+                    f = ft
+                acc += t_coef[t] * Vs[c, s, t]
+            X[s, f] += acc
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def member_energy_deviations(t_feat, t_coef, Vs, centre_ch, dwT, de0T, X, dE):  # pragma: no cover
+    """Committee members' total-energy deviations from the term sums of :func:`ace_linear_term_sums`:
+    X = Σ_c fold(Vs[c]) (:func:`_fold_term_sums`, overwritten) and
+    dE[k] = Σ_s Σ_f dwT[s, f, k] X[s, f] + Σ_i de0T[s_i, k] (eV, overwritten).
+
+    ``dwT`` (n_channels, n_features, K) and ``de0T`` (n_channels, K): the members' weight and E0
+    deviations with the member index innermost (one vector operation per feature)."""
+    _fold_term_sums(t_feat, t_coef, Vs, X)
+    K = dE.shape[0]
+    for k in range(K):
+        dE[k] = 0.0
+    for i in range(centre_ch.shape[0]):
+        s_i = centre_ch[i]
+        for k in range(K):
+            dE[k] += de0T[s_i, k]
+    for s in range(X.shape[0]):
+        for f in range(X.shape[1]):
+            x = X[s, f]
+            for k in range(K):
+                dE[k] += x * dwT[s, f, k]
+
+
+def term_sums_to_features(plan: EvaluationPlan, term_sums: np.ndarray) -> np.ndarray:
+    """Per-species feature sums from per-species term sums: X[s, f] = Σ_{t: t_feat[t] = f}
+    t_coef[t] · term_sums[s, t] (the terms of feature f and their coupling coefficients).
+
+    Parameters
+    ----------
+    term_sums : (n_channels, T) or (n_chunks, n_channels, T) float64, e.g. the Vs of
+        :func:`ace_linear_term_sums` (chunks are summed)
+
+    Returns
+    -------
+    (n_channels, n_features) float64: Σ_i B_i over the centres i of each species
+
+    Raises
+    ------
+    ValueError
+        ``term_sums`` of another shape.
+    """
+    term_sums = np.asarray(term_sums, dtype=np.float64)
+    T = plan.t_feat.shape[0]
+    Vs = term_sums[None] if term_sums.ndim == 2 else term_sums
+    if Vs.ndim != 3 or Vs.shape[1:] != (plan.n_channels, T):
+        raise ValueError(f"term_sums must have shape ({plan.n_channels}, {T}) or (n_chunks, {plan.n_channels}, {T}), "
+                         f"got {term_sums.shape}")
+    X = np.empty((plan.n_channels, plan.n_features))
+    _fold_term_sums(plan.t_feat, plan.t_coef, np.ascontiguousarray(Vs), X)
+    return X
