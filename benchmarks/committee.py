@@ -14,8 +14,9 @@ noise level 1/√α divided by the row weight (``"evidence"``) and with the comm
 alone (``"none"``); and with a factor t on the whole σ chosen on 20 % of the training
 frames (``LinearFitConfig.calibration_fraction=0.2``; one factor each for forces, energies and
 stresses). Then time one ASE
-calculator step (energy + forces) with and without the committee on a 108-atom Cu-Ni-Al cell
-and on ethanol.
+calculator step (energy + forces) of the fast MD path with and without the committee
+(``committee=True``: energy_std every step; ``committee="all"``: forces and stress std too, K = 32
+and 8) on a 108-atom Cu-Ni-Al cell and on ethanol.
 
 Usage::
 
@@ -49,24 +50,34 @@ from accuracy import DATA, DATASETS  # noqa: E402 - the shared data sets
 BASES = {"ethanol": (5.0, [6, 4, 2], [0, 3, 2], 3), "alloy": (5.0, [6, 4, 2], [0, 3, 2], 3)}
 
 
-def step_time(model, atoms, committee: bool, repeats: int = 20) -> float:
-    """Median CPU time (s) of one calculator step (energy + forces after a small displacement);
+def step_times(calculators: dict, atoms, steps: int = 300) -> dict:
+    """Per calculator, the median CPU time (s) of one step (energy + forces after a small
+    displacement, plus ``energy_std`` or ``forces_std`` where the calculator is asked for them);
     CPU time, not wall time: the machine the numbers come from is shared, and with one Numba
-    thread CPU time is what the step costs."""
-    atoms = atoms.copy()
-    atoms.calc = model.calculator(committee=committee)
+    thread CPU time is what the step costs. The calculators take turns step by step (each on its
+    own copy of ``atoms``, the same displacements), so a slow spell of the machine hits all of
+    them alike; ``paired_ratio``: the median over steps of each one's time over the first one's."""
     rng = np.random.default_rng(0)
-    for _ in range(3):
-        atoms.positions += 1e-4 * rng.standard_normal(atoms.positions.shape)
-        atoms.get_forces()
-    ts = []
-    for _ in range(repeats):
-        atoms.positions += 1e-4 * rng.standard_normal(atoms.positions.shape)
-        t = time.process_time()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        ts.append(time.process_time() - t)
-    return float(np.median(ts))
+    copies = {}
+    for name, (calc, _) in calculators.items():
+        copies[name] = atoms.copy()
+        copies[name].calc = calc
+    times = {name: [] for name in calculators}
+    for step in range(steps + 5):
+        d = 1e-4 * rng.standard_normal(atoms.positions.shape)
+        for name, (_, props) in calculators.items():
+            a = copies[name]
+            a.positions += d
+            t = time.process_time()
+            a.get_potential_energy()
+            a.get_forces()
+            for p in props:
+                a.calc.get_property(p, a)
+            if step >= 5:
+                times[name].append(time.process_time() - t)
+    first = np.asarray(times[next(iter(times))])
+    return {name: {"cpu_seconds": float(np.median(t)), "paired_ratio": float(np.median(np.asarray(t) / np.maximum(first, 1e-9)))}
+            for name, t in times.items()}
 
 
 def run(name: str, committee: int) -> dict:
@@ -77,6 +88,7 @@ def run(name: str, committee: int) -> dict:
     train, test = [frames[i] for i in train_idx], [frames[i] for i in test_idx]
     r_cut, n_max, l_max, order = BASES[name]
     basis = mb.Basis.ace(species=ds["species"], r_cut=r_cut, n_max=n_max, l_max=l_max, order=order)
+    K = committee
     t0 = time.perf_counter()
     model = fit_linear(basis, train, config=LinearFitConfig(committee=committee), **ds["keys"])
     t_fit = time.perf_counter() - t0
@@ -115,15 +127,15 @@ def run(name: str, committee: int) -> dict:
         atoms = next(a for a in frames if len(a) == 108)
     else:
         atoms = frames[int(test_idx[0])]
-    t_plain = min(step_time(model, atoms, False) for _ in range(2))
-    t_comm = min(step_time(model, atoms, True) for _ in range(2))
     k8 = dataclasses.replace(model, committee_weights=model.committee_weights[:8],
                              committee_e0=model.committee_e0[:8])
-    t_k8 = min(step_time(k8, atoms, True) for _ in range(2))
-    out["calculator_step"] = {"n_atoms": len(atoms), "formula": atoms.get_chemical_formula(),
-                              "cpu_seconds_without_committee": t_plain, "cpu_seconds_with_committee": t_comm,
-                              "extra_fraction": t_comm / t_plain - 1.0, "cpu_seconds_with_8_members": t_k8,
-                              "extra_fraction_8_members": t_k8 / t_plain - 1.0}
+    steps = step_times({"mean": (model.calculator(), ()),
+                        "energy_std": (model.calculator(committee=True), ("energy_std",)),
+                        "all_stds": (model.calculator(committee="all"), ("forces_std",)),
+                        "all_stds_8_members": (k8.calculator(committee="all"), ("forces_std",))}, atoms)
+    out["calculator_step"] = {"n_atoms": len(atoms), "formula": atoms.get_chemical_formula(), "committee": K,
+                              "cpu_seconds": {k: v["cpu_seconds"] for k, v in steps.items()},
+                              "extra_fraction": {k: v["paired_ratio"] - 1.0 for k, v in steps.items() if k != "mean"}}
     return out
 
 

@@ -94,7 +94,7 @@ class PredictionAccumulator:
             self.d_forces.append(dF[:, a0:a1])
             if atoms.pbc.all():
                 V = abs(atoms.get_volume())
-                self.d_stresses.append(np.stack([matrix_to_voigt(-w / V) for w in dW[:, m]]))
+                self.d_stresses.append(matrix_to_voigt(-dW[:, m] / V))  # (K, 6)
                 self.volumes.append(V)
             else:
                 self.d_stresses.append(np.full((dW.shape[0], 6), np.nan))
@@ -479,15 +479,18 @@ class _LinearEngine:
         self._work: dict = {}
         self._sums = self._dwT = self._de0T = self._X = None  # committee: term sums (nc, C, T), member deviations (C, F, K), (C, K), feature sums (C, F)
 
-    def compute(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(energy eV, per-atom energies (N,) eV, forces (N, 3) eV/Å, virial (3, 3) eV, members'
-        energy deviations (K,) eV or None without the committee) of ``atoms``."""
+    def compute(self, atoms: Atoms, members: bool = False) -> dict:
+        """Results of ``atoms``: ``energy`` (float, eV), ``energies`` (N,) eV, ``forces`` (N, 3) eV/Å,
+        ``virial`` (3, 3) eV; with the committee also ``energy_std`` (float, eV) and, with
+        ``members``, ``forces_std`` (N, 3) eV/Å and (periodic cells) ``stress_std`` (6,) eV/Å³."""
         from ..kernels.ace import ace_linear, n_chunks_for, scatter_pair_gradients
         from ..kernels.committee import ace_linear_term_sums, member_energy_deviations
 
         batch = self.nl.update(atoms)
         self.batch = batch
         plan, model = self.plan, self.model
+        if members and self.committee and model.repulsion is None:
+            return self._with_members(atoms)  # one pass gives the mean as well
         P = len(batch.pair_i)
         N = batch.n_atoms
         if self._G.shape[0] < P:
@@ -511,28 +514,15 @@ class _LinearEngine:
                 plan.scale, plan.n_r, plan.l_max, plan.sph_norm, plan.sph_rec, plan.t_order, plan.t_idx, plan.o_ptr,
                 plan.t_pack, model.folded_weights(), model.e0, nc, E, G)
         if model.repulsion is not None:
-            run = lambda: _core_linear(plan, model, batch, E, G, nc, self._work, sums)  # noqa: E731
+            _serial_if_small(N, lambda: _core_linear(plan, model, batch, E, G, nc, self._work, sums))
         elif sums is not None:
-            run = lambda: ace_linear_term_sums(*args, sums)  # noqa: E731
+            _serial_if_small(N, lambda: ace_linear_term_sums(*args, sums))
         else:
-            run = lambda: ace_linear(*args)  # noqa: E731
-        if N < SERIAL_BELOW_ATOMS:
-            # a few atoms: starting the thread pool costs more than it saves (and on a loaded
-            # machine far more), so run the kernel on the calling thread
-            import numba
-
-            threads = numba.get_num_threads()
-            numba.set_num_threads(1)
-            try:
-                run()
-            finally:
-                numba.set_num_threads(threads)
-        else:
-            run()
+            _serial_if_small(N, lambda: ace_linear(*args))
         forces = np.zeros((N, 3))
         virial = np.zeros((1, 3, 3))
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
-        d_energy = None
+        out = {"energy": float(E.sum()), "energies": E, "forces": forces, "virial": virial[0]}
         if sums is not None:
             if self._dwT is None:  # member index innermost
                 self._dwT = np.ascontiguousarray(np.transpose(model.committee_weights, (1, 2, 0)))
@@ -541,24 +531,62 @@ class _LinearEngine:
             d_energy = np.empty(model.committee_size)
             member_energy_deviations(plan.t_feat, plan.t_coef, sums, batch.centre_ch, self._dwT, self._de0T, self._X,
                                      d_energy)
-        return float(E.sum()), E, forces, virial[0], d_energy
+            out["energy_std"] = energy_std_one(model.uncertainty, d_energy, N)
+        if members and self.committee:
+            out.update(self.member_stds(atoms))
+        return out
+
+    def _with_members(self, atoms: Atoms) -> dict:
+        """:meth:`compute` with ``members``, all from one pass of
+        :func:`~minbasis.kernels.committee.linear_energy_forces_committee` (no repulsive core)."""
+        model, batch = self.model, self.batch
+        res = []
+        _serial_if_small(batch.n_atoms, lambda: res.append(linear_energy_forces_committee(
+            self.plan, batch, model.weights, model.e0, model.committee_weights, model.committee_e0)))
+        E, Fo, W, dE, dF, dW = res[0]
+        out = {"energy": float(E.sum()), "energies": E, "forces": Fo, "virial": W[0]}
+        out.update(self._stds(atoms, E, Fo, W, dE, dF, dW))
+        return out
+
+    def _stds(self, atoms, E, Fo, W, dE, dF, dW) -> dict:
+        """energy_std, forces_std, stress_std (periodic cells) of member deviations (the formula of
+        :class:`PredictionAccumulator`)."""
+        acc = PredictionAccumulator()
+        acc.add([atoms], self.batch, E, Fo, W)
+        acc.add_committee([atoms], self.batch, dE, dF, dW)
+        pred = acc.result(self.model.uncertainty)
+        out = {"energy_std": float(pred.energy_std[0]), "forces_std": pred.forces_std[0]}
+        if atoms.pbc.all():
+            out["stress_std"] = pred.stress_std[0]
+        return out
 
     def member_stds(self, atoms: Atoms) -> dict:
         """``forces_std`` (N, 3) eV/Å and, for cells periodic in all directions, ``stress_std``
         (6,) eV/Å³ of the structure last passed to :meth:`compute` (its neighbour list), from
-        the members' forces and virials (:func:`~minbasis.kernels.committee.linear_energy_forces_committee`;
-        the formula of :class:`PredictionAccumulator`)."""
+        the members' forces and virials (:func:`~minbasis.kernels.committee.linear_energy_forces_committee`)."""
         model, batch = self.model, self.batch
-        E, Fo, W, dE, dF, dW = linear_energy_forces_committee(self.plan, batch, model.weights, model.e0,
-                                                              model.committee_weights, model.committee_e0)
-        acc = PredictionAccumulator()
-        acc.add([atoms], batch, E, Fo, W)
-        acc.add_committee([atoms], batch, dE, dF, dW)
-        pred = acc.result(model.uncertainty)
-        out = {"forces_std": pred.forces_std[0]}
-        if atoms.pbc.all():
-            out["stress_std"] = pred.stress_std[0]
+        res = []
+        _serial_if_small(batch.n_atoms, lambda: res.append(linear_energy_forces_committee(
+            self.plan, batch, model.weights, model.e0, model.committee_weights, model.committee_e0)))
+        out = self._stds(atoms, *res[0])
+        out.pop("energy_std")  # the mean pass's value (the core's model: of the faded energy) stays
         return out
+
+
+def _serial_if_small(n_atoms: int, run) -> None:
+    """Call ``run()``; below :data:`SERIAL_BELOW_ATOMS` atoms with one Numba thread (starting the
+    thread pool costs more than it saves, and on a loaded machine far more)."""
+    if n_atoms >= SERIAL_BELOW_ATOMS:
+        run()
+        return
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        run()
+    finally:
+        numba.set_num_threads(threads)
 
 
 class MinbasisCalculator(Calculator):
@@ -658,14 +686,15 @@ class MinbasisCalculator(Calculator):
             if self._engine is None or self._engine.model is not self.model:
                 overlap = "warn" if self.model.repulsion is not None else "error"
                 self._engine = _LinearEngine(self.model, self.skin, overlap, committee=bool(self.committee))
+            members = bool(self.committee) and (self.committee == "all" or bool({"forces_std", "stress_std"} & set(properties)))
             if fresh:
-                energy, energies, forces, virial, d_energy = self._engine.compute(atoms)
-                self.results = {"energy": energy, "free_energy": energy, "energies": energies, "forces": forces}
+                out = self._engine.compute(atoms, members=members)
+                virial = out.pop("virial")
+                out["free_energy"] = out["energy"]
                 if atoms.pbc.all():
-                    self.results["stress"] = matrix_to_voigt(-virial / abs(atoms.get_volume()))
-                if d_energy is not None:
-                    self.results["energy_std"] = energy_std_one(self.model.uncertainty, d_energy, len(atoms))
-            if self.committee and (self.committee == "all" or {"forces_std", "stress_std"} & set(properties)):
+                    out["stress"] = matrix_to_voigt(-virial / abs(atoms.get_volume()))
+                self.results = out
+            elif members:
                 self.results.update(self._engine.member_stds(atoms))
         else:
             pred = self.model.predict(atoms)

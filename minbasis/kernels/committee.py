@@ -57,16 +57,19 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
     n_slots = slot_v.shape[0]
     packed = t_pack.shape[0] == T and T > 0
     no_sums = np.empty(0)
+    Edf = Ed.reshape(Ed.size)
     for c in prange(nc):
         ws = _linear_workspace(mp, n_r, l_max, n_mom, t_idx.shape[1])
         A, dEdA, U, R, dR, W, Q, dQ, CS, Y, dY, part, cl, dl = ws  # filled by _linear_centre, per centre
         X = np.empty((1, nf))
         Gs = np.empty(n_slots)
-        dA2 = np.empty((n_mom, K))
-        dA = dA2.reshape(n_mom * K)
+        dA = np.empty(n_mom * K)  # ∂E_k/∂A_v at v·K + k
         ck = np.empty(K)
         dk = np.empty(K)
-        wk = np.empty(4 * K)
+        w0 = np.empty(K)
+        w1 = np.empty(K)
+        w2 = np.empty(K)
+        w3 = np.empty(K)
         for i in range(c * N // nc, (c + 1) * N // nc):
             s_i = centre_ch[i]
             # mean model: exactly the per-centre step of ace_linear (fills A and the pair primitives)
@@ -85,7 +88,7 @@ def ace_linear_committee(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
                 _contract_values(T, t_order, t_idx, o_ptr, t_pack, packed, t_coef, t_feat, A, X, 0)
                 _contract_backprop(T, t_order, t_idx, t_slot, t_coef, A, Gs, part)
             _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, X[0], Gs, dw[s_i], K, U, R, dR,
-                              Y, dY, dA2, dA, ck, dk, wk, Ed, Gd)
+                              Y, dY, dA, ck, dk, w0, w1, w2, w3, Edf, Gd)
 
 
 @njit(cache=True, nogil=True)
@@ -161,48 +164,55 @@ def ace_linear_term_sums(centre_ptr, centre_ch, pair_vec, pair_ch, n_channels, r
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, K, U, R, dR, Y, dY, dA2,
-                      dA, ck, dk, wk, Ed, Gd):  # pragma: no cover
-    """Committee part of centre i: Ed[i, k] = Σ_f dws[f, k] x[f], ∂E_k/∂A_v (dA2[v, k], the same
-    memory as the flat dA[v·K + k]) from the slots Gs of ∂B/∂A, and the pair gradients
-    Gd[p0 + q, :, k] of the K members.
+def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v, x, Gs, dws, K, U, R, dR, Y, dY, dA,
+                      ck, dk, w0, w1, w2, w3, Ed, Gd):  # pragma: no cover
+    """Committee part of centre i: Ed[i·K + k] = Σ_f dws[f, k] x[f] (Ed the flat (N, K) array),
+    ∂E_k/∂A_v (dA[v·K + k]) from the slots Gs of ∂B/∂A, and the pair gradients Gd[p0 + q, :, k]
+    of the K members.
 
     ``dws`` (n_features, K) holds the deviation weights of the centre's species (K a multiple of
     :data:`BLOCK`). Every loop over members is innermost, over contiguous memory, with unsigned
-    indices (no negative-index wrap-around check, so it compiles to vector instructions); per
+    flat indices (no negative-index wrap-around check and no sub-array per row, so it compiles
+    to vector instructions); per
     pair and (l, m) the n-sums c_k = Σ_n ∂E_k/∂A_nlm R_n and d_k = Σ_n ∂E_k/∂A_nlm R'_n (ck, dk (K,))
-    are formed first and then added to the pair's gradient sums (wk (4·K,))."""
+    are formed first and then added to the pair's gradient sums w0, w1, w2 (Σ_lm c_k ∇Y_lm) and
+    w3 (Σ_lm d_k Y_lm), separate (K,) arrays."""
     nf = x.shape[0]
     nblock = n_r * nlm
     Ku = np.uint64(K)
     zero = np.uint64(0)
-    Edi = Ed[i]
+    dwf = dws.reshape(dws.size)  # flat views: index arithmetic instead of a sub-array per row
+    Gdf = Gd.reshape(Gd.size)
+    oe = np.uint64(i) * Ku
     for k in range(zero, Ku):
-        Edi[k] = 0.0
+        Ed[oe + k] = 0.0
     for f in range(nf):
         b = x[f]
-        w = dws[f]
+        ow = np.uint64(f) * Ku
         for k in range(zero, Ku):
-            Edi[k] += b * w[k]
+            Ed[oe + k] += b * dwf[ow + k]
     for j in range(zero, np.uint64(dA.shape[0])):
         dA[j] = 0.0
     for ch in range(n_channels):
         row = ch * nf
         for f in range(nf):
-            w = dws[f]
+            ow = np.uint64(f) * Ku
             for s in range(cf_ptr[row + f], cf_ptr[row + f + 1]):
                 g = Gs[s]
-                d = dA2[slot_v[s]]
+                ov = np.uint64(slot_v[s]) * Ku
                 for k in range(zero, Ku):
-                    d[k] += g * w[k]
+                    dA[ov + k] += g * dwf[ow + k]
     q = 0
     while q < npi:
         ch = pair_ch[p0 + q]
         qe = _run_end(pair_ch, p0, q, npi)
         base = ch * nblock
         for qq in range(q, qe):
-            for j in range(zero, np.uint64(4 * K)):
-                wk[j] = 0.0
+            for k in range(zero, Ku):
+                w0[k] = 0.0
+                w1[k] = 0.0
+                w2[k] = 0.0
+                w3[k] = 0.0
             for lm in range(nlm):
                 for k in range(zero, Ku):
                     ck[k] = 0.0
@@ -210,29 +220,35 @@ def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v,
                 for n in range(n_r):
                     r = R[n, qq]
                     rp = dR[n, qq]
-                    a = dA2[base + n * nlm + lm]
+                    oa = np.uint64(base + n * nlm + lm) * Ku
                     for k in range(zero, Ku):
-                        ck[k] += a[k] * r
-                        dk[k] += a[k] * rp
+                        a = dA[oa + k]
+                        ck[k] += a * r
+                        dk[k] += a * rp
                 y0 = dY[0, lm, qq]
                 y1 = dY[1, lm, qq]
                 y2 = dY[2, lm, qq]
                 y = Y[lm, qq]
                 for k in range(zero, Ku):
                     c = ck[k]
-                    wk[k] += c * y0
-                    wk[Ku + k] += c * y1
-                    wk[2 * Ku + k] += c * y2
-                    wk[3 * Ku + k] += dk[k] * y
+                    w0[k] += c * y0
+                    w1[k] += c * y1
+                    w2[k] += c * y2
+                    w3[k] += dk[k] * y
+            # one output stream per loop: the compiler vectorises loops whose stores cannot overlap
+            og = np.uint64(p0 + qq) * np.uint64(3) * Ku
+            g0 = Gdf[og:og + Ku]
+            g1 = Gdf[og + Ku:og + 2 * Ku]
+            g2 = Gdf[og + 2 * Ku:og + 3 * Ku]
             u0 = U[0, qq]
             u1 = U[1, qq]
             u2 = U[2, qq]
-            g = Gd[p0 + qq]
             for k in range(zero, Ku):
-                w3 = wk[3 * Ku + k]
-                g[0, k] = wk[k] + w3 * u0
-                g[1, k] = wk[Ku + k] + w3 * u1
-                g[2, k] = wk[2 * Ku + k] + w3 * u2
+                g0[k] = w0[k] + w3[k] * u0
+            for k in range(zero, Ku):
+                g1[k] = w1[k] + w3[k] * u1
+            for k in range(zero, Ku):
+                g2[k] = w2[k] + w3[k] * u2
         q = qe
 
 
@@ -304,8 +320,8 @@ def linear_energy_forces_committee(plan: EvaluationPlan, batch: Batch, weights: 
     Kp = -(-K // BLOCK) * BLOCK  # members padded with zero deviations to whole blocks
     E = np.zeros(N)
     G = np.zeros((P, 3))
-    Ed = np.zeros((N, Kp))
-    Gd = np.zeros((P, 3, Kp))
+    Ed = np.empty((N, Kp))  # every entry written by the kernel
+    Gd = np.empty((P, 3, Kp))
     wt = np.ascontiguousarray(weights[:, plan.t_feat] * plan.t_coef[None, :])
     dw = np.zeros((weights.shape[0], weights.shape[1], Kp))  # (C, F, Kp), member index innermost
     dw[:, :, :K] = np.transpose(dweights, (1, 2, 0))
