@@ -361,9 +361,9 @@ class LinearModel:
         arguments: :class:`MinbasisCalculator`, e.g. ``skin``, ``fast``).
 
         ``committee=True`` (a model with a committee) adds ``energy_std`` to every step's
-        ``results`` at a few per cent of the step's cost, and ``forces_std`` / ``stress_std``
+        ``results`` at about a tenth of the step's cost, and ``forces_std`` / ``stress_std``
         when asked for (``calc.get_property("forces_std", atoms)``); ``committee="all"`` computes
-        all three on every step (each member's forces cost about a fifth of a mean step; README
+        all three on every step (with K = 32, 3–5 times the cost of a mean step; README
         "Uncertainty").
 
         Raises
@@ -608,7 +608,7 @@ class MinbasisCalculator(Calculator):
     Uncertainty (a :class:`LinearModel` with a committee; :class:`Prediction` has the formula):
 
     * ``committee=True``: every step also puts ``energy_std`` (eV) in ``results``, from the
-      members' energies accumulated inside the mean model's own pass (a few per cent of a step);
+      members' energies accumulated inside the mean model's own pass (about a tenth of a step);
       ``forces_std`` (n_atoms, 3) eV/Å and ``stress_std`` (6,) eV/Å³ (periodic cells) are
       computed when asked for (``calc.get_property("forces_std", atoms)``, or a ``calculate``
       whose ``properties`` name them) on the same neighbour list, because every member's forces
