@@ -129,7 +129,7 @@ def run(name: str, committee: int) -> dict:
         atoms = frames[int(test_idx[0])]
     k8 = dataclasses.replace(model, committee_weights=model.committee_weights[:8],
                              committee_e0=model.committee_e0[:8])
-    steps = step_times({"mean": (model.calculator(), ()),
+    steps = step_times({"mean": (model.calculator(committee=False), ()),
                         "energy_std": (model.calculator(committee=True), ("energy_std",)),
                         "all_stds": (model.calculator(committee="all"), ("forces_std",)),
                         "all_stds_8_members": (k8.calculator(committee="all"), ("forces_std",))}, atoms)

@@ -233,7 +233,7 @@ def test_calculator_results_have_std(synthetic):
     _, model, _, test, _ = synthetic
     atoms = test[0].copy()
     ref = model.predict(atoms)
-    atoms.calc = model.calculator(committee=True)  # the default MD calculator leaves the committee out
+    atoms.calc = model.calculator(committee=True)
     f = atoms.get_forces()
     r = atoms.calc.results
     # energy_std every step, from the mean model's own pass; forces/stress std when asked for
@@ -262,6 +262,15 @@ def test_calculator_results_have_std(synthetic):
     atoms.calc = model.calculator(committee=False)
     np.testing.assert_allclose(atoms.get_forces(), ref.forces[0], rtol=0, atol=1e-12)
     assert "forces_std" not in atoms.calc.results and "energy_std" not in atoms.calc.results
+    atoms.calc = model.calculator(committee=False, fast=False)
+    atoms.get_forces()
+    assert "energy_std" not in atoms.calc.results
+    atoms.calc = model.calculator(fast=False)
+    atoms.get_forces()
+    np.testing.assert_allclose(atoms.calc.results["forces_std"], ref.forces_std[0], rtol=1e-10)
+    atoms.calc = model.calculator()  # default: the committee's energy_std on every step
+    atoms.get_forces()
+    assert atoms.calc.results["energy_std"] == pytest.approx(ref.energy_std[0], rel=1e-10)
     with pytest.raises(ValueError, match="committee"):
         model.calculator(committee="forces")
 

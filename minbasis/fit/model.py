@@ -356,22 +356,24 @@ class LinearModel:
         scatter_pair_gradients(batch.pair_i, batch.pair_j, batch.pair_vec, batch.pair_struct, G, forces, virial)
         return E, forces, virial
 
-    def calculator(self, fidelity: str | None = None, committee: bool | str = False, **kwargs) -> "MinbasisCalculator":
+    def calculator(self, fidelity: str | None = None, committee: bool | str | None = None,
+                   **kwargs) -> "MinbasisCalculator":
         """An ASE calculator for this model on the fast molecular-dynamics path (keyword
         arguments: :class:`MinbasisCalculator`, e.g. ``skin``, ``fast``).
 
+        ``committee=None`` (default): True when the model has a committee, else False.
         ``committee=True`` (a model with a committee) adds ``energy_std`` to every step's
         ``results`` at about a tenth of the step's cost, and ``forces_std`` / ``stress_std``
         when asked for (``calc.get_property("forces_std", atoms)``); ``committee="all"`` computes
         all three on every step (with K = 32, 3–5 times the cost of a mean step; README
-        "Uncertainty").
+        "Uncertainty"); ``committee=False`` leaves the committee out.
 
         Raises
         ------
         MinbasisError
             A ``fidelity`` other than None or the model's own.
         ValueError
-            ``committee`` not one of False, True, "all".
+            ``committee`` not one of None, False, True, "all".
         """
         resolve_fidelity(self.fidelities, fidelity)
         return MinbasisCalculator(self, committee=committee, **kwargs)
@@ -614,9 +616,11 @@ class MinbasisCalculator(Calculator):
       whose ``properties`` name them) on the same neighbour list, because every member's forces
       need their own back-propagation over the pairs (README "Uncertainty" has the cost);
     * ``committee="all"``: all three stds on every step;
-    * ``committee=False`` (default): none.
+    * ``committee=False``: none;
+    * ``committee=None`` (default): True for a model with a committee, else False.
 
-    With ``fast=False`` a committee gives all three stds through ``model.predict``.
+    With ``fast=False`` and a committee (not ``committee=False``) ``model.predict`` gives all
+    three stds on every step.
 
     Parameters
     ----------
@@ -625,25 +629,27 @@ class MinbasisCalculator(Calculator):
         Verlet skin in Å (default 1.0; 0 rebuilds the list every call).
     fast : bool
         Use the MD path for linear models (default True).
-    committee : bool or "all"
-        See above (ignored for models without a committee).
+    committee : bool, "all" or None
+        See above (models without a committee have no stds whatever it is).
 
     Raises
     ------
     TypeError
         ``model`` has no ``predict`` method.
     ValueError
-        ``committee`` not one of False, True, "all".
+        ``committee`` not one of None, False, True, "all".
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "energy_std", "forces_std",
                               "stress_std"]
 
-    def __init__(self, model, *, skin: float = 1.0, fast: bool = True, committee: bool | str = False, **kwargs):
+    def __init__(self, model, *, skin: float = 1.0, fast: bool = True, committee: bool | str | None = None, **kwargs):
         if not callable(getattr(model, "predict", None)):
             raise TypeError(f"model must have a predict(atoms) method, got {type(model).__name__}")
-        if committee not in (False, True, "all"):
-            raise ValueError(f"committee must be False, True or 'all', got {committee!r}")
+        if committee not in (None, False, True, "all"):
+            raise ValueError(f"committee must be None, False, True or 'all', got {committee!r}")
+        if committee is None:
+            committee = True
         super().__init__(**kwargs)
         self.model = model
         self.skin = float(skin)
@@ -697,7 +703,10 @@ class MinbasisCalculator(Calculator):
             elif members:
                 self.results.update(self._engine.member_stds(atoms))
         else:
-            pred = self.model.predict(atoms)
+            if isinstance(self.model, LinearModel):
+                pred = self.model.predict(atoms, committee=bool(self.committee))
+            else:
+                pred = self.model.predict(atoms)
             self.results = {"energy": float(pred.energy[0]), "free_energy": float(pred.energy[0]),
                             "energies": pred.atomic_energies[0], "forces": pred.forces[0]}
             if getattr(pred, "energy_std", None) is not None:
