@@ -271,6 +271,12 @@ def test_calculator_results_have_std(synthetic):
     atoms.calc = model.calculator()  # default: the committee's energy_std on every step
     atoms.get_forces()
     assert atoms.calc.results["energy_std"] == pytest.approx(ref.energy_std[0], rel=1e-10)
+    big = _cells(1, 7)[0].repeat((2, 1, 2))  # 128 atoms: the threaded kernel, one term-sum buffer per thread
+    big.calc = model.calculator()
+    ref = model.predict(big)
+    big.get_forces()
+    assert len(big) >= 64 and big.calc.results["energy_std"] == pytest.approx(ref.energy_std[0], rel=1e-10)
+    np.testing.assert_allclose(big.calc.get_property("forces_std", big), ref.forces_std[0], rtol=1e-10)
     with pytest.raises(ValueError, match="committee"):
         model.calculator(committee="forces")
 
