@@ -76,7 +76,8 @@ def step_times(calculators: dict, atoms, steps: int = 300) -> dict:
             if step >= 5:
                 times[name].append(time.process_time() - t)
     first = np.asarray(times[next(iter(times))])
-    return {name: {"cpu_seconds": float(np.median(t)), "paired_ratio": float(np.median(np.asarray(t) / np.maximum(first, 1e-9)))}
+    return {name: {"cpu_seconds": float(np.median(t)),
+                   "paired_ratio": float(np.median(np.asarray(t) / np.maximum(first, 1e-9)))}
             for name, t in times.items()}
 
 

@@ -479,7 +479,8 @@ class _LinearEngine:
         self._G = np.zeros((0, 3))
         self._n_chunks = None
         self._work: dict = {}
-        self._sums = self._dwT = self._de0T = self._X = None  # committee: term sums (nc, C, T), member deviations (C, F, K), (C, K), feature sums (C, F)
+        # committee buffers: term sums (nc, C, T), member deviations (C, F, K) and (C, K), feature sums (C, F)
+        self._sums = self._dwT = self._de0T = self._X = None
 
     def compute(self, atoms: Atoms, members: bool = False) -> dict:
         """Results of ``atoms``: ``energy`` (float, eV), ``energies`` (N,) eV, ``forces`` (N, 3) eV/Å,
@@ -571,7 +572,7 @@ class _LinearEngine:
         _serial_if_small(batch.n_atoms, lambda: res.append(linear_energy_forces_committee(
             self.plan, batch, model.weights, model.e0, model.committee_weights, model.committee_e0)))
         out = self._stds(atoms, *res[0])
-        out.pop("energy_std")  # the mean pass's value (the core's model: of the faded energy) stays
+        out.pop("energy_std")  # compute()'s value stays
         return out
 
 
@@ -688,11 +689,14 @@ class MinbasisCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if self.fast:
-            fresh = bool(system_changes) or "energy" not in self.results or self._engine is None
-            if self._engine is None or self._engine.model is not self.model:
+            fresh = bool(system_changes) or "energy" not in self.results
+            if (self._engine is None or self._engine.model is not self.model
+                    or self._engine.committee != (bool(self.committee) and self.model.committee_weights is not None)):
                 overlap = "warn" if self.model.repulsion is not None else "error"
                 self._engine = _LinearEngine(self.model, self.skin, overlap, committee=bool(self.committee))
-            members = bool(self.committee) and (self.committee == "all" or bool({"forces_std", "stress_std"} & set(properties)))
+                fresh = True
+            asked = bool({"forces_std", "stress_std"} & set(properties))
+            members = bool(self.committee) and (self.committee == "all" or asked)
             if fresh:
                 out = self._engine.compute(atoms, members=members)
                 virial = out.pop("virial")
