@@ -15,6 +15,12 @@ The mean model itself goes through the very per-centre step of :func:`ace_linear
 (:func:`minbasis.kernels.ace._linear_centre`, which also leaves the centre's moments and pair
 primitives for the members), so its results equal those of
 :func:`minbasis.kernels.linear_energy_forces` to rounding.
+
+When only the members' total energies are wanted (the MD calculator's ``energy_std`` on every
+step), neither per-atom features nor ∂B/∂A are needed: E_k − E = Σ_s dw[k, s] · Σ_{i of species s} B_i.
+:func:`ace_linear_term_sums` runs the mean model and accumulates every term's value per species
+inside its own contraction; :func:`member_energy_deviations` folds those sums into features and
+takes the K products.
 """
 
 from __future__ import annotations
