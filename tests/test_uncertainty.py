@@ -73,10 +73,16 @@ def synthetic(cu_small):
 
 
 # -- kernel ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["ethanol", "hco_cell"])
+@pytest.mark.parametrize("which", ["ethanol", "hco_cell", "hco_cell_general_plan"])
 def test_committee_forces_equal_members_evaluated_separately(hco_basis, ethanol, hco_cell, which):
+    """Member energies, forces and virials of the one-pass kernel equal separately evaluated
+    models; for the packed plan and for the general (unpacked) contraction."""
+    import dataclasses
+
     atoms = ethanol if which == "ethanol" else hco_cell
     plan = hco_basis.plan
+    if which.endswith("general_plan"):
+        plan = dataclasses.replace(plan, t_pack=np.zeros(0, dtype=np.int64))
     rng = np.random.default_rng(0)
     C, F, K = plan.n_channels, hco_basis.n_features, 5
     w, e0 = 1e-2 * rng.standard_normal((C, F)), rng.standard_normal(C)
