@@ -363,7 +363,7 @@ class LinearModel:
 
         ``committee=None`` (default): True when the model has a committee, else False.
         ``committee=True`` (a model with a committee) adds ``energy_std`` to every step's
-        ``results`` at about a tenth of the step's cost, and ``forces_std`` / ``stress_std``
+        ``results`` at 10–20 % of the step's cost, and ``forces_std`` / ``stress_std``
         when asked for (``calc.get_property("forces_std", atoms)``); ``committee="all"`` computes
         all three on every step (with K = 32, 3–5 times the cost of a mean step; README
         "Uncertainty"); ``committee=False`` leaves the committee out.
@@ -611,7 +611,7 @@ class MinbasisCalculator(Calculator):
     Uncertainty (a :class:`LinearModel` with a committee; :class:`Prediction` has the formula):
 
     * ``committee=True``: every step also puts ``energy_std`` (eV) in ``results``, from the
-      members' energies accumulated inside the mean model's own pass (about a tenth of a step);
+      members' energies accumulated inside the mean model's own pass (10–20 % of a step);
       ``forces_std`` (n_atoms, 3) eV/Å and ``stress_std`` (6,) eV/Å³ (periodic cells) are
       computed when asked for (``calc.get_property("forces_std", atoms)``, or a ``calculate``
       whose ``properties`` name them) on the same neighbour list, because every member's forces
