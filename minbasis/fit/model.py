@@ -540,16 +540,18 @@ class _LinearEngine:
         return out
 
     def _with_members(self, atoms: Atoms) -> dict:
-        """:meth:`compute` with ``members``, all from one pass of
-        :func:`~minbasis.kernels.committee.linear_energy_forces_committee` (no repulsive core)."""
-        model, batch = self.model, self.batch
-        res = []
-        _serial_if_small(batch.n_atoms, lambda: res.append(linear_energy_forces_committee(
-            self.plan, batch, model.weights, model.e0, model.committee_weights, model.committee_e0)))
-        E, Fo, W, dE, dF, dW = res[0]
+        """:meth:`compute` with ``members``, all from one pass of the member kernel (no repulsive core)."""
+        E, Fo, W, dE, dF, dW = self._members_pass()
         out = {"energy": float(E.sum()), "energies": E, "forces": Fo, "virial": W[0]}
         out.update(self._stds(atoms, E, Fo, W, dE, dF, dW))
         return out
+
+    def _members_pass(self) -> tuple:
+        """(E, forces, virial, dE, dF, dW) of the structure last passed to :meth:`compute` (its
+        neighbour list): :func:`~minbasis.kernels.committee.linear_energy_forces_committee`."""
+        model = self.model
+        return _serial_if_small(self.batch.n_atoms, lambda: linear_energy_forces_committee(
+            self.plan, self.batch, model.weights, model.e0, model.committee_weights, model.committee_e0))
 
     def _stds(self, atoms, E, Fo, W, dE, dF, dW) -> dict:
         """energy_std, forces_std, stress_std (periodic cells) of member deviations (the formula of
@@ -565,29 +567,24 @@ class _LinearEngine:
 
     def member_stds(self, atoms: Atoms) -> dict:
         """``forces_std`` (N, 3) eV/Å and, for cells periodic in all directions, ``stress_std``
-        (6,) eV/Å³ of the structure last passed to :meth:`compute` (its neighbour list), from
-        the members' forces and virials (:func:`~minbasis.kernels.committee.linear_energy_forces_committee`)."""
-        model, batch = self.model, self.batch
-        res = []
-        _serial_if_small(batch.n_atoms, lambda: res.append(linear_energy_forces_committee(
-            self.plan, batch, model.weights, model.e0, model.committee_weights, model.committee_e0)))
-        out = self._stds(atoms, *res[0])
+        (6,) eV/Å³ of the structure last passed to :meth:`compute`, from the members' forces and
+        virials (:meth:`_members_pass`)."""
+        out = self._stds(atoms, *self._members_pass())
         out.pop("energy_std")  # compute()'s value stays
         return out
 
 
-def _serial_if_small(n_atoms: int, run) -> None:
-    """Call ``run()``; below :data:`SERIAL_BELOW_ATOMS` atoms with one Numba thread (starting the
-    thread pool costs more than it saves, and on a loaded machine far more)."""
+def _serial_if_small(n_atoms: int, run):
+    """``run()`` and its result; below :data:`SERIAL_BELOW_ATOMS` atoms with one Numba thread
+    (starting the thread pool costs more than it saves, and on a loaded machine far more)."""
     if n_atoms >= SERIAL_BELOW_ATOMS:
-        run()
-        return
+        return run()
     import numba
 
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        run()
+        return run()
     finally:
         numba.set_num_threads(threads)
 

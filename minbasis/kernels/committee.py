@@ -179,8 +179,7 @@ def _committee_centre(i, p0, npi, n_r, nlm, n_channels, pair_ch, cf_ptr, slot_v,
     ``dws`` (n_features, K) holds the deviation weights of the centre's species (K a multiple of
     :data:`BLOCK`). Every loop over members is innermost, over contiguous memory, with unsigned
     flat indices (no negative-index wrap-around check and no sub-array per row, so it compiles
-    to vector instructions); per
-    pair and (l, m) the n-sums c_k = Σ_n ∂E_k/∂A_nlm R_n and d_k = Σ_n ∂E_k/∂A_nlm R'_n (ck, dk (K,))
+    to vector instructions); per pair and (l, m) the n-sums c_k = Σ_n ∂E_k/∂A_nlm R_n and d_k = Σ_n ∂E_k/∂A_nlm R'_n (ck, dk (K,))
     are formed first and then added to the pair's gradient sums w0, w1, w2 (Σ_lm c_k ∇Y_lm) and
     w3 (Σ_lm d_k Y_lm), separate (K,) arrays."""
     nf = x.shape[0]
